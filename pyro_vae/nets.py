@@ -44,8 +44,7 @@ class BatchedLinear(nn.Module):
         lead = () if num_restarts is None else (num_restarts,)
         bound = 1.0 / math.sqrt(in_features)
         self.weight = nn.Parameter(torch.empty(*lead, in_features, out_features).uniform_(-bound, bound))
-        bias_shape = (out_features,) if num_restarts is None else (num_restarts, 1, out_features)
-        self.bias = nn.Parameter(torch.empty(bias_shape).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(*lead, 1, out_features).uniform_(-bound, bound))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.matmul(x, self.weight) + self.bias
@@ -99,23 +98,30 @@ class MLP(nn.Module):
         return self.net(x)
 
 
-def select_restart(module: nn.Module, index: int) -> dict[str, torch.Tensor]:
-    """State dict of restart ``index`` of a restart-batched module (leading dim dropped).
+def select_restart(module: nn.Module, index: int) -> nn.Module:
+    """An unbatched copy of restart ``index`` of a restart-batched module.
 
-    Buffers and parameters without the leading restart dimension are copied as they are.
+    Every submodule with a ``num_restarts`` attribute has the leading dimension of its own
+    parameters and buffers indexed at ``index`` and its ``num_restarts`` set to ``None``;
+    everything else is copied as it is. The copy shares no storage with the original.
     """
-    out = {}
-    for name, value in module.state_dict().items():
-        out[name] = value[index].clone() if _is_batched(module, name, value) else value.clone()
+    import copy
+
+    out = copy.deepcopy(module)
+    for sub in out.modules():
+        restarts = getattr(sub, "num_restarts", None)
+        if restarts is None:
+            continue
+        if not 0 <= index < restarts:
+            raise ValueError(f"index={index}: expected 0 <= index < num_restarts={restarts}")
+        for name, value in list(sub.named_parameters(recurse=False)):
+            if value.dim() > 0 and value.shape[0] == restarts:
+                setattr(sub, name, nn.Parameter(value.detach()[index].clone(), value.requires_grad))
+        for name, value in list(sub.named_buffers(recurse=False)):
+            if value is not None and value.dim() > 0 and value.shape[0] == restarts:
+                sub.register_buffer(name, value[index].clone())
+        sub.num_restarts = None
     return out
-
-
-def _is_batched(module: nn.Module, name: str, value: torch.Tensor) -> bool:
-    owner = module
-    for part in name.split(".")[:-1]:
-        owner = getattr(owner, part)
-    restarts = getattr(owner, "num_restarts", None)
-    return restarts is not None and value.dim() > 0 and value.shape[0] == restarts
 
 
 def fit_to_function(

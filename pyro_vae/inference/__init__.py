@@ -1,0 +1,15 @@
+"""Training: the SVI loop and the variational objectives."""
+
+from pyro_vae.inference.objectives import VariationalObjective, bound, log_weights
+from pyro_vae.inference.svi import TrainingError, TrainResult, resolve_device, train, validation_objective
+
+__all__ = [
+    "TrainResult",
+    "TrainingError",
+    "VariationalObjective",
+    "bound",
+    "log_weights",
+    "resolve_device",
+    "train",
+    "validation_objective",
+]

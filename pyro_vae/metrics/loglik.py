@@ -23,6 +23,7 @@ class LogLikEstimate(NamedTuple):
     mean: float  # mean over data points of the estimated log p(x_n)
     se: float  # standard error of that mean over data points
     ess: float  # mean effective sample size of the importance weights, per data point
+    mc_se: float  # Monte Carlo standard error of ``mean`` (delta method on the weights)
     per_point: torch.Tensor  # (N,)
 
 
@@ -101,9 +102,12 @@ def importance_log_likelihood(
         per_point = torch.logsumexp(log_w, 0) - math.log(num_samples)
         w = torch.softmax(log_w, 0)
         ess = 1.0 / (w**2).sum(0)
+        # Var[log mean(w)] ≈ Var(w) / (S · mean(w)²) = (S·Σ w̄² − 1) / S with w̄ the normalised weights
+        mc_var = ((num_samples * (w**2).sum(0) - 1.0) / num_samples).clamp_min(0)
     n = per_point.shape[0]
     se = float(per_point.std() / math.sqrt(n)) if n > 1 else float("nan")
-    return LogLikEstimate(float(per_point.mean()), se, float(ess.mean()), per_point)
+    mc_se = float(mc_var.sum().sqrt() / n)
+    return LogLikEstimate(float(per_point.mean()), se, float(ess.mean()), mc_se, per_point)
 
 
 def exact_log_likelihood(

@@ -26,9 +26,10 @@ NONFINITE_CHOICES = ("error", "null")
 
 
 def _fsync_dir(directory: Path) -> None:
+    """Make a rename durable; a no-op where directories cannot be opened (Windows)."""
     try:
         fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. Windows cannot open directories
+    except OSError:
         return
     try:
         os.fsync(fd)
@@ -186,16 +187,10 @@ def load_state(path: PathLike) -> dict[str, Any]:
 
 
 def _cell(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu()
-        if value.numel() != 1:
-            raise ValueError(f"CSV cells must be scalars, got a tensor of shape {tuple(value.shape)}")
-        return value.item()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        if value.size != 1:
-            raise ValueError(f"CSV cells must be scalars, got an array of shape {value.shape}")
+    if isinstance(value, (torch.Tensor, np.generic, np.ndarray)):
+        size = value.numel() if isinstance(value, torch.Tensor) else value.size
+        if size != 1:
+            raise ValueError(f"CSV cells must be scalars, got an array of shape {tuple(value.shape)}")
         return value.item()
     return "" if value is None else value
 

@@ -90,7 +90,7 @@ class VAEModel(nn.Module):
         log_var = torch.as_tensor(noise_var, dtype=torch.get_default_dtype()).log().expand(obs_dim).clone()
         if not torch.isfinite(log_var).all():
             raise ValueError(f"noise_var={noise_var!r}: expected positive variances")
-        lead = () if num_restarts is None else (num_restarts, 1)
+        lead = (1,) if num_restarts is None else (num_restarts, 1)  # unbatched: (1, D), as a selected restart
         log_var = log_var.expand(*lead, obs_dim).clone()
         if noise == "learned":
             self.log_noise_var = nn.Parameter(log_var)
@@ -101,7 +101,7 @@ class VAEModel(nn.Module):
         self.noise, self.name = noise, name
 
     def noise_variance(self) -> torch.Tensor:
-        """σ² per dimension: shape ``(D,)``, or ``(R, 1, D)`` when batched."""
+        """σ² per dimension: shape ``(1, D)``, or ``(R, 1, D)`` when batched."""
         family_noise = getattr(self.decoder, "noise_var", None)
         if callable(family_noise):
             return family_noise()

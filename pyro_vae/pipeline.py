@@ -1,0 +1,219 @@
+"""Train a model on a benchmark and evaluate it: the testable body of ``pyro-vae train``.
+
+``train_and_evaluate(config, runs_dir)`` validates the config, draws the data version,
+builds the model and guide (restart-batched), trains them, selects the best restart by the
+validation objective (004 Appendix D), evaluates it on the test split and records everything
+in the run store. ``evaluate_run(run_dir)`` recomputes the metrics of a finished run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from guides.mean_field import MeanFieldGuide
+from pyro_vae.datasets import Dataset, get_dataset
+from pyro_vae.inference import TrainingError, resolve_device, train, validation_objective
+from pyro_vae.metrics.loglik import exact_log_likelihood, importance_log_likelihood, true_log_likelihood
+from pyro_vae.models import VAEModel, build_vae_model
+from pyro_vae.nets import select_restart
+from pyro_vae.runs import RunStore, load_run, update_metrics
+
+METHODS = {"vae": "elbo", "iwae": "iwae", "beta": "beta"}
+DECODERS = ("mlp", "family")
+
+
+@dataclass
+class RunConfig:
+    """Everything a training run depends on; stored as the run's ``config.json``."""
+
+    dataset: str
+    method: str = "vae"
+    dataset_params: dict = field(default_factory=dict)
+    data_seed: int = 0
+    particles: int = 20
+    beta: float = 1.0
+    anneal_epochs: int = 0
+    epochs: int = 100
+    batch_size: int = 100
+    lr: float = 1e-3
+    restarts: int = 1
+    seed: int = 0
+    device: str = "cpu"
+    hidden: tuple[int, ...] = (50, 50, 50)
+    decoder: str = "mlp"
+    noise: str = "fixed"
+    eval_samples: int = 5000
+
+    def validate(self) -> Dataset:
+        """Check every field (raising ``ValueError`` naming it) and return the data set."""
+        if self.method not in METHODS:
+            raise ValueError(f"method={self.method!r}: expected one of {sorted(METHODS)}")
+        for name in ("particles", "epochs", "batch_size", "restarts", "eval_samples"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}={value!r}: expected a positive integer")
+        if not isinstance(self.anneal_epochs, int) or self.anneal_epochs < 0:
+            raise ValueError(f"anneal_epochs={self.anneal_epochs!r}: expected a non-negative integer")
+        for name in ("lr", "beta"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name}={value!r}: expected a positive number")
+        if self.decoder not in DECODERS:
+            raise ValueError(f"decoder={self.decoder!r}: expected one of {DECODERS}")
+        if self.noise not in ("fixed", "learned"):
+            raise ValueError(f"noise={self.noise!r}: expected 'fixed' or 'learned'")
+        if any(not isinstance(h, int) or h < 1 for h in self.hidden):
+            raise ValueError(f"hidden={self.hidden!r}: expected positive integers")
+        resolve_device(self.device)
+        dataset = get_dataset(self.dataset, **self.dataset_params)
+        if getattr(dataset, "label_kind", None):
+            raise ValueError(f"dataset={self.dataset!r} is semi-supervised: the M2 model trains it, not {self.method!r}")
+        if self.decoder == "family" and dataset.decoder_family() is None:
+            raise ValueError(f"decoder='family': data set {self.dataset!r} has no parametric family; use 'mlp'")
+        train_size = dataset.sizes[0]
+        if self.batch_size > train_size:
+            raise ValueError(f"batch_size={self.batch_size}: larger than the {train_size} training points of {self.dataset!r}")
+        return dataset
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["hidden"] = list(self.hidden)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RunConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"config key {unknown[0]!r} is unknown; expected some of {sorted(known)}")
+        data = dict(data)
+        if "hidden" in data:
+            data["hidden"] = tuple(data["hidden"])
+        return cls(**data)
+
+
+def build_model_and_guide(config: RunConfig, dataset: Dataset, num_restarts: int | None) -> tuple[VAEModel, MeanFieldGuide]:
+    """The model (MLP or the data set's parametric family) and the mean-field guide."""
+    decoder = dataset.decoder_family(num_restarts) if config.decoder == "family" else None
+    model = build_vae_model(
+        dataset.latent_dim,
+        dataset.obs_dim,
+        dataset.obs_noise_var(),
+        hidden=config.hidden,
+        decoder=decoder,
+        noise=config.noise,
+        num_restarts=num_restarts,
+    )
+    guide = MeanFieldGuide(dataset.obs_dim, dataset.latent_dim, config.hidden, num_restarts=num_restarts)
+    return model, guide
+
+
+def evaluate_model(
+    model: VAEModel, guide, dataset: Dataset, x_test: torch.Tensor, *, eval_samples: int = 5000, seed: int = 0
+) -> dict[str, Any]:
+    """Test metrics of one (unbatched) model and guide.
+
+    ``test_loglik`` (importance sampling, Eq. 48 of 000) with its SE over test points, Monte
+    Carlo SE and ESS; ``test_loglik_exact`` by quadrature when K ≤ 2 (else None);
+    ``true_loglik`` under the ground-truth process; ``test_elbo`` per point.
+    """
+    est = importance_log_likelihood(model, guide, x_test, num_samples=eval_samples, seed=seed)
+    exact = exact_log_likelihood(model.decoder, model.noise_variance().reshape(-1), x_test, model.latent_dim)
+    truth = true_log_likelihood(dataset, x_test)
+    torch.manual_seed(seed)
+    elbo = validation_objective(model, guide, x_test, "elbo")
+    n = x_test.shape[0]
+    return {
+        "test_loglik": est.mean,
+        "test_loglik_se": est.se,
+        "test_loglik_mc_se": est.mc_se,
+        "test_loglik_ess": est.ess,
+        "test_loglik_exact": None if exact is None else float(exact.mean()),
+        "true_loglik": float(truth.mean()),
+        "true_loglik_se": float(truth.std() / math.sqrt(n)),
+        "test_elbo": float(elbo[0]),
+        "noise_var": [float(v) for v in model.noise_variance().reshape(-1)],
+    }
+
+
+def _state(model: VAEModel, guide) -> dict[str, torch.Tensor]:
+    out = {f"model.{k}": v.detach().cpu() for k, v in model.state_dict().items()}
+    out.update({f"guide.{k}": v.detach().cpu() for k, v in guide.state_dict().items()})
+    return out
+
+
+def _load_state(model: VAEModel, guide, params: dict) -> None:
+    model.load_state_dict({k[6:]: v for k, v in params.items() if k.startswith("model.")})
+    guide.load_state_dict({k[6:]: v for k, v in params.items() if k.startswith("guide.")})
+
+
+def train_and_evaluate(config: RunConfig, runs_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
+    """Train, select the best restart, evaluate and record a run; returns the JSON summary.
+
+    Raises ``ValueError`` for a bad config before anything is written; a training failure
+    (e.g. NaN) marks the run failed and re-raises.
+    """
+    dataset = config.validate()
+    store = RunStore(runs_dir)
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    splits = dataset.splits(config.data_seed, device=device)
+    model, guide = build_model_and_guide(config, dataset, config.restarts)
+    model.to(device), guide.to(device)
+    objective = METHODS[config.method]
+    with store.start(config.to_dict()) as run:
+        run.write_config({**config.to_dict(), "resolved_device": str(device)})
+        try:
+            result = train(
+                model, guide, splits.train.x, splits.val.x,
+                objective=objective, num_particles=config.particles, beta=config.beta,
+                anneal_epochs=config.anneal_epochs, epochs=config.epochs, batch_size=config.batch_size,
+                lr=config.lr, seed=config.seed, progress=progress,
+            )
+        except TrainingError as err:
+            run.fail(str(err), traceback.format_exc())
+            raise
+        run.write_history(result.history)
+        best_model, best_guide = select_restart(model, result.best_restart), select_restart(guide, result.best_restart)
+        metrics = evaluate_model(best_model, best_guide, dataset, splits.test.x, eval_samples=config.eval_samples, seed=config.seed)
+        metrics.update(
+            best_restart=result.best_restart,
+            val_objective=float(result.val_objective[result.best_restart]),
+            val_objective_per_restart=[float(v) for v in result.val_objective],
+            train_seconds=result.seconds,
+            steps=result.steps,
+        )
+        run.save_params(_state(best_model, best_guide))
+        run.finish(metrics)
+    return {"run_dir": str(run.run_dir), "run_id": run.run_id, "best_restart": result.best_restart, "metrics": metrics}
+
+
+def load_trained(run_dir: str | Path, device: str = "cpu") -> tuple[RunConfig, Dataset, VAEModel, MeanFieldGuide, dict]:
+    """Rebuild the selected restart's model and guide of a finished run."""
+    loaded = load_run(run_dir)
+    if loaded.status != "finished" or loaded.params is None:
+        raise ValueError(f"run_dir={str(run_dir)!r}: run is {loaded.status!r}, not finished with parameters")
+    stored = {k: v for k, v in loaded.config.items() if k != "resolved_device"}
+    config = RunConfig.from_dict(stored)
+    config.device = device
+    dataset = config.validate()
+    model, guide = build_model_and_guide(config, dataset, None)
+    _load_state(model, guide, loaded.params)
+    dev = resolve_device(device)
+    return config, dataset, model.to(dev), guide.to(dev), loaded.metrics or {}
+
+
+def evaluate_run(run_dir: str | Path, *, device: str = "cpu", eval_samples: int | None = None) -> dict[str, Any]:
+    """Recompute a finished run's test metrics and store them; returns the JSON summary."""
+    config, dataset, model, guide, old = load_trained(run_dir, device)
+    splits = dataset.splits(config.data_seed, device=resolve_device(device))
+    metrics = evaluate_model(model, guide, dataset, splits.test.x, eval_samples=eval_samples or config.eval_samples, seed=config.seed)
+    merged = update_metrics(run_dir, metrics)
+    return {"run_dir": str(run_dir), "best_restart": merged.get("best_restart", old.get("best_restart")), "metrics": merged}

@@ -3,10 +3,15 @@
 Inputs may be NumPy arrays or torch tensors.
 """
 
+from .normality import HenzeZirkler, henze_zirkler, henze_zirkler_penalty, henze_zirkler_torch
 from .smooth_knn import SmoothKNNResult, smooth_knn_marginals, smooth_knn_statistic, smooth_knn_test
 
 __all__ = [
+    "HenzeZirkler",
     "SmoothKNNResult",
+    "henze_zirkler",
+    "henze_zirkler_penalty",
+    "henze_zirkler_torch",
     "smooth_knn_marginals",
     "smooth_knn_statistic",
     "smooth_knn_test",

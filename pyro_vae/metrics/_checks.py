@@ -30,7 +30,7 @@ def as_numpy_2d(name: str, value: ArrayLike, *, min_rows: int = 1) -> np.ndarray
 def as_tensor_2d(name: str, value: ArrayLike, *, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Return ``value`` as a tensor of shape ``(n, d)`` (keeping its device); 1-D becomes ``(n, 1)``."""
     if not isinstance(value, torch.Tensor):
-        value = torch.as_tensor(np.asarray(value, dtype=np.float64))
+        value = torch.tensor(np.asarray(value, dtype=np.float64))
     if dtype is not None:
         value = value.to(dtype)
     elif not value.is_floating_point():

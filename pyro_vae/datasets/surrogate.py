@@ -98,7 +98,8 @@ def load_or_fit(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             net = MLP(in_dim, out_dim, hidden=HIDDEN)
-        mse = fit_to_function(net, fn, sample_inputs, target_mse=target_mse, max_steps=max_steps, seed=seed)
+        with torch.enable_grad():  # callers may be drawing data under no_grad
+            mse = fit_to_function(net, fn, sample_inputs, target_mse=target_mse, max_steps=max_steps, seed=seed)
         _atomic_save({"state_dict": net.state_dict(), "mse": mse, "key": json.dumps(full_key, default=str)}, path)
     if not mse < target_mse:
         warnings.warn(

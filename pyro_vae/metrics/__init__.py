@@ -4,6 +4,7 @@ Inputs may be NumPy arrays or torch tensors.
 """
 
 from .aggregate import AggregatePosterior, aggregate_posterior
+from .guidelines import ClassOverlap, ResidualNormality, class_overlap, residual_normality
 from .mutual_info import mutual_info_gaussian_encoder, mutual_info_ksg, mutual_info_per_dim
 from .noise import elbo_noise_var, optimal_noise_var
 from .normality import HenzeZirkler, henze_zirkler, henze_zirkler_penalty, henze_zirkler_torch
@@ -11,9 +12,12 @@ from .smooth_knn import SmoothKNNResult, smooth_knn_marginals, smooth_knn_statis
 
 __all__ = [
     "AggregatePosterior",
+    "ClassOverlap",
     "HenzeZirkler",
+    "ResidualNormality",
     "SmoothKNNResult",
     "aggregate_posterior",
+    "class_overlap",
     "elbo_noise_var",
     "henze_zirkler",
     "henze_zirkler_penalty",
@@ -22,6 +26,7 @@ __all__ = [
     "mutual_info_ksg",
     "mutual_info_per_dim",
     "optimal_noise_var",
+    "residual_normality",
     "smooth_knn_marginals",
     "smooth_knn_statistic",
     "smooth_knn_test",

@@ -144,7 +144,8 @@ class Case1(Dataset):
         super().__init__()
         self.noise_var = check_positive("sigma2", sigma2)
         sigma = math.sqrt(self.noise_var)
-        self.theta = check_range("theta", theta, 0.0, sigma, hint=f" (0 <= theta < sigma = sqrt(sigma2={self.noise_var:g}))")
+        hint = f" (0 <= theta < sigma = sqrt(sigma2={self.noise_var:g}))"
+        self.theta = check_range("theta", theta, 0.0, sigma, hint=hint)
         self.params = {"theta": self.theta, "sigma2": self.noise_var}
 
     def obs_noise_var(self, device=None, dtype=None) -> torch.Tensor:
@@ -197,10 +198,6 @@ class Mobius(Dataset):
     name, latent_dim, obs_dim, noise_var, sizes = "mobius", 2, 2, 1e-5, (500, 500, 500)
     paper, conditions = "000 App. E (4)", "n/a"
     supports_surrogate = True
-
-    def __init__(self, surrogate: bool = False, surrogate_max_steps: int = 20000,
-                 surrogate_seed: int = 0, cache_dir: str | None = None):
-        super().__init__(surrogate, surrogate_max_steps, surrogate_seed, cache_dir)
 
     def true_f(self, z: torch.Tensor) -> torch.Tensor:
         (ar, ai), (br, bi), (cr, ci), (dr, di) = (MOBIUS[k] for k in "abcd")

@@ -89,18 +89,18 @@ def load_or_fit(
     """
     full_key = dict(key, hidden=list(HIDDEN), max_steps=max_steps, seed=seed, target_mse=target_mse)
     path = cache_path(full_key, resolve_cache_dir(cache_dir))
-    net = MLP(in_dim, out_dim, hidden=HIDDEN)
+    with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG untouched
+        torch.manual_seed(seed)
+        net = MLP(in_dim, out_dim, hidden=HIDDEN)
     if path.exists():
         saved = torch.load(path, map_location="cpu", weights_only=True)
         net.load_state_dict(saved["state_dict"])
         mse = float(saved["mse"])
     else:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            net = MLP(in_dim, out_dim, hidden=HIDDEN)
         with torch.enable_grad():  # callers may be drawing data under no_grad
             mse = fit_to_function(net, fn, sample_inputs, target_mse=target_mse, max_steps=max_steps, seed=seed)
-        _atomic_save({"state_dict": net.state_dict(), "mse": mse, "key": json.dumps(full_key, default=str)}, path)
+        record = {"state_dict": net.state_dict(), "mse": mse, "key": json.dumps(full_key, default=str)}
+        _atomic_save(record, path)
     if not mse < target_mse:
         warnings.warn(
             f"surrogate for {key.get('name')!r} has held-out MSE {mse:.3g}, not below the target "

@@ -20,13 +20,9 @@ EMBED_5D = ((1.0, 0.0, 0.5, 0.2, -0.8), (0.0, 1.0, -0.5, 0.3, -0.1))
 
 
 class _AppendixG(Dataset):
-    """Common constructor: the 004 App. G examples accept the surrogate options."""
+    """The 004 App. G examples: generated from a fitted surrogate when ``surrogate=True``."""
 
     supports_surrogate = True
-
-    def __init__(self, surrogate: bool = False, surrogate_max_steps: int = 20000,
-                 surrogate_seed: int = 0, cache_dir: str | None = None):
-        super().__init__(surrogate, surrogate_max_steps, surrogate_seed, cache_dir)
 
 
 class Figure8(_AppendixG):
@@ -121,7 +117,8 @@ class _Embedded5D(Dataset):
     """A 2-D App. G example mapped to 5-D: ``x = f(z)ᵀ A + ε`` (004 §8, footnote 3).
 
     ``A = EMBED_5D`` (2 × 5); σ² is the 2-D example's. With ``surrogate=True`` the 2-D
-    function is the fitted surrogate, which is then embedded.
+    function is the fitted surrogate (cached under the 2-D name; see ``self.inner``),
+    which is then embedded.
     """
 
     supports_surrogate = True

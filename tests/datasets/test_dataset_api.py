@@ -8,7 +8,7 @@ import pyro
 import pyro.poutine as poutine
 import pytest
 import torch
-from common import assert_close
+from common import assert_close, requires_cuda
 
 from pyro_vae.datasets import Dataset, Splits, dataset_names, dataset_table, get_dataset
 
@@ -217,3 +217,21 @@ def test_gradient_matches_finite_differences():
     ds = get_dataset("figure8")
     z = torch.tensor([[0.3]], dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(ds.f, (z,))
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", ALL)
+def test_cuda_matches_cpu(name):
+    ds = get_dataset(name)
+    cpu, gpu = ds.sample(20, seed=0), ds.sample(20, seed=0, device="cuda")
+    for a, b in zip(cpu, gpu):
+        assert b.device.type == "cuda" and torch.equal(a, b.cpu())
+    kwargs = {"y": gpu[2]} if name in SEMI else {}
+    tr = poutine.trace(ds.model).get_trace(gpu[0], **kwargs)
+    assert tr.nodes["z"]["value"].device.type == "cuda" and torch.isfinite(tr.log_prob_sum())
+    assert ds.splits(seed=0, device="cuda").val.x.device.type == "cuda"
+    fam = ds.decoder_family(num_restarts=2)
+    if fam is not None:
+        fam = fam.cuda()
+        assert fam(gpu[1]).shape == (2, 20, ds.obs_dim) and fam.noise_var().device.type == "cuda"

@@ -83,6 +83,22 @@ def check_seed(seed: Any) -> int:
 class Dataset:
     """A synthetic benchmark with a known ground-truth generative process.
 
+    Attributes
+    ----------
+    name, paper : str
+        Registry name and the paper/equation it implements.
+    latent_dim, obs_dim : int
+        K and D.
+    noise_var : float
+        The paper's σ² (``obs_noise_var()`` gives the actual per-dimension variance of x|z).
+    prior : str
+        ``"normal"`` (N(0, I)) or ``"uniform"`` (U(0, 1)^K).
+    conditions : str
+        Which conditions of 004 Section 5.1 the process triggers: "1 and 2", "1 only",
+        "2 only", "neither" or "n/a".
+    sizes : tuple of int
+        Train/validation/test sizes (004: 5000/2000/2000; 000: 500/500/500).
+
     Parameters
     ----------
     surrogate : bool

@@ -64,3 +64,11 @@ def check_positive(name: str, value: Any) -> float:
     if not np.isfinite(out) or out <= 0:
         raise ValueError(f"{name} must be a finite positive number; got {value!r}")
     return out
+
+
+def decoder_dtype_device(f: Any, default: torch.Tensor) -> tuple[torch.dtype, torch.device]:
+    """dtype and device of ``f``'s parameters if it is a module with any, else ``default``'s."""
+    if isinstance(f, torch.nn.Module):
+        for param in f.parameters():
+            return param.dtype, param.device
+    return default.dtype, default.device

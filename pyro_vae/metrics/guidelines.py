@@ -16,7 +16,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 import torch
 
-from ._checks import ArrayLike, as_numpy_2d, as_tensor_2d, check_int, check_positive
+from ._checks import ArrayLike, as_numpy_2d, as_tensor_2d, check_int, check_positive, decoder_dtype_device
 from .normality import henze_zirkler
 
 __all__ = ["ResidualNormality", "residual_normality", "ClassOverlap", "class_overlap"]
@@ -116,11 +116,9 @@ def residual_normality(
     ----------
     004 Section 9, guideline 4; Henze & Zirkler (1990).
     """
-    params = list(f.parameters()) if isinstance(f, torch.nn.Module) else []
-    if params:
-        x_t = as_tensor_2d("x", x).to(device=params[0].device, dtype=params[0].dtype)
-    else:
-        x_t = as_tensor_2d("x", x)
+    x_t = as_tensor_2d("x", x)
+    dtype, device = decoder_dtype_device(f, x_t)
+    x_t = x_t.to(device=device, dtype=dtype)
     n, d = x_t.shape
     if d < 2:
         raise ValueError(f"x must have at least 2 columns (latent_dim < D); got D={d}")

@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from ._checks import ArrayLike, as_tensor_2d, check_int
+from ._checks import ArrayLike, as_tensor_2d, check_int, decoder_dtype_device
 
 __all__ = ["elbo_noise_var", "optimal_noise_var"]
 
@@ -71,7 +71,8 @@ def optimal_noise_var(
     x : array (N, D)
         The data.
     f : callable
-        Decoder mean, mapping a ``(S, N, K)`` tensor to ``(S, N, D)``.
+        Decoder mean, mapping a ``(S, N, K)`` tensor to ``(S, N, D)``. If it is a
+        ``torch.nn.Module`` with parameters, the codes take their dtype and device.
     loc, scale : array (N, K)
         Encoder outputs ``q(z | x_n) = N(loc_n, diag(scale_n^2))``.
     num_samples : int
@@ -82,15 +83,17 @@ def optimal_noise_var(
     Returns
     -------
     Tensor (D,)
-        Float64, on ``x``'s device.
+        Float64, on the decoder's device.
 
     References
     ----------
     004 Eq. 9 and Appendix C.2, Eq. 31.
     """
     x_t = as_tensor_2d("x", x)
-    loc_t = as_tensor_2d("loc", loc).to(x_t.device)
-    scale_t = as_tensor_2d("scale", scale).to(device=x_t.device, dtype=loc_t.dtype)
+    dtype, device = decoder_dtype_device(f, x_t)
+    x_t = x_t.to(device=device, dtype=dtype)
+    loc_t = as_tensor_2d("loc", loc).to(device=device, dtype=dtype)
+    scale_t = as_tensor_2d("scale", scale).to(device=device, dtype=dtype)
     if loc_t.shape != scale_t.shape or loc_t.shape[0] != x_t.shape[0]:
         raise ValueError(
             f"loc and scale must both have shape ({x_t.shape[0]}, K); got {tuple(loc_t.shape)} and {tuple(scale_t.shape)}"

@@ -105,3 +105,15 @@ def test_aggregate_validates_input():
         aggregate_posterior(np.zeros((10, 2)), np.ones((10, 3)))
     with pytest.raises(ValueError, match="num_samples must be >= 4"):
         aggregate_posterior(np.zeros((10, 2)), np.ones((10, 2)), num_samples=3)
+
+
+def test_module_decoder_sets_dtype_of_the_codes():
+    decoder = torch.nn.Linear(2, 3)  # float32 weights, float64 NumPy inputs
+    x = np.random.default_rng(8).normal(size=(50, 3))
+    loc, scale = np.zeros((50, 2)), np.ones((50, 2))
+    estimate = optimal_noise_var(x, decoder, loc, scale, num_samples=4000, seed=0)
+    with torch.no_grad():
+        # f(z) = A z + b with z ~ N(0, I): E(x_d - f(z)_d)^2 = mean_n (x_nd - b_d)^2 + sum_k A_dk^2.
+        closed = ((torch.tensor(x) - decoder.bias.double()) ** 2).mean(0) + (decoder.weight.double() ** 2).sum(1)
+    assert estimate.dtype == torch.float64
+    assert_close(estimate, closed, rtol=0.03)  # 200k draws: Monte Carlo relative SE below 0.5%

@@ -106,6 +106,7 @@ METRIC_LABELS = (
     ("test_loglik", "test log-likelihood (IS, Eq. 48 of 000)"),
     ("test_loglik_exact", "test log-likelihood (quadrature)"),
     ("true_loglik", "true model's test log-likelihood"),
+    ("smooth_knn", "smooth k-NN statistic vs test set (lower=better)"),
 )
 
 
@@ -122,7 +123,9 @@ def _print_summary(summary: dict) -> None:
             extra = f" ± {m['test_loglik_se']:.4f} (SE over points; MC SE {m['test_loglik_mc_se']:.1e}, ESS {m['test_loglik_ess']:.0f})"
         if key == "true_loglik":
             extra = f" ± {m['true_loglik_se']:.4f}"
-        print(f"{label:<42s} {value: .4f}{extra}")
+        if key == "smooth_knn":
+            extra = f" ± {m['smooth_knn_se']:.4f}"
+        print(f"{label:<50s} {value: .4f}{extra}")
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ Inputs may be NumPy arrays or torch tensors.
 """
 
 from .aggregate import AggregatePosterior, aggregate_posterior
+from .loglik import LogLikEstimate, exact_log_likelihood, importance_log_likelihood, true_log_likelihood
 from .guidelines import ClassOverlap, ResidualNormality, class_overlap, residual_normality
 from .mutual_info import mutual_info_gaussian_encoder, mutual_info_ksg, mutual_info_per_dim
 from .noise import elbo_noise_var, optimal_noise_var
@@ -14,14 +15,17 @@ __all__ = [
     "AggregatePosterior",
     "ClassOverlap",
     "HenzeZirkler",
+    "LogLikEstimate",
     "ResidualNormality",
     "SmoothKNNResult",
     "aggregate_posterior",
     "class_overlap",
     "elbo_noise_var",
+    "exact_log_likelihood",
     "henze_zirkler",
     "henze_zirkler_penalty",
     "henze_zirkler_torch",
+    "importance_log_likelihood",
     "mutual_info_gaussian_encoder",
     "mutual_info_ksg",
     "mutual_info_per_dim",
@@ -30,4 +34,5 @@ __all__ = [
     "smooth_knn_marginals",
     "smooth_knn_statistic",
     "smooth_knn_test",
+    "true_log_likelihood",
 ]

@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-seed", type=int, default=0, help="data version")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.add_argument("--hidden", type=int, nargs="+", default=[50, 50, 50])
-    p.add_argument("--decoder", default="mlp", help="mlp, or family: the data set's parametric likelihood")
+    p.add_argument("--decoder", default="auto", help="auto (the data set's parametric likelihood when it has one, 000 App. E), mlp or family")
     p.add_argument("--noise", default="fixed", help="fixed or learned")
     p.add_argument("--eval-samples", type=int, default=5000)
     p.add_argument("--param", action="append", metavar="KEY=VALUE")

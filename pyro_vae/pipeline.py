@@ -32,7 +32,7 @@ from pyro_vae.nets import select_restart
 from pyro_vae.runs import RunStore, load_run, update_metrics
 
 METHODS = {"vae": "elbo", "iwae": "iwae", "beta": "beta"}
-DECODERS = ("mlp", "family")
+DECODERS = ("auto", "mlp", "family")
 
 
 @dataclass
@@ -53,7 +53,7 @@ class RunConfig:
     seed: int = 0
     device: str = "cpu"
     hidden: tuple[int, ...] = (50, 50, 50)
-    decoder: str = "mlp"
+    decoder: str = "auto"  # the data set's parametric family when it has one (000 App. E), else the MLP
     noise: str = "fixed"
     eval_samples: int = 5000
 
@@ -107,7 +107,7 @@ class RunConfig:
 
 def build_model_and_guide(config: RunConfig, dataset: Dataset, num_restarts: int | None) -> tuple[VAEModel, MeanFieldGuide]:
     """The model (MLP or the data set's parametric family) and the mean-field guide."""
-    decoder = dataset.decoder_family(num_restarts) if config.decoder == "family" else None
+    decoder = None if config.decoder == "mlp" else dataset.decoder_family(num_restarts)
     model = build_vae_model(
         dataset.latent_dim,
         dataset.obs_dim,

@@ -128,10 +128,13 @@ def _coarse_boxes(target, x, coarse_points, mass_tol, bound) -> tuple[torch.Tens
     const = -0.5 * (var.log().sum() + var.numel() * math.log(2 * math.pi))
     support_lo, support_hi = (-bound, bound) if target.prior == "normal" else (0.0, 1.0)
     threshold = math.log(mass_tol) - math.log(grid.shape[0])
+    loc_sq = (loc**2 / var).sum(-1)[None]
     rows = max(1, _CHUNK_ELEMENTS // grid.shape[0])
     los, his = [], []
     for chunk in torch.split(x, rows):
-        lj = const - 0.5 * ((((chunk[:, None, :] - loc[None]) ** 2) / var).sum(-1)) + log_w  # (n, G)
+        # Σ_d (x_d − loc_d)² / v_d expanded into a matrix product (coarse boxes need no more accuracy)
+        sq = (chunk**2 / var).sum(-1, keepdim=True) - 2 * (chunk / var) @ loc.T + loc_sq
+        lj = const - 0.5 * sq.clamp_min(0) + log_w  # (n, G)
         lj = lj.nan_to_num(nan=-math.inf, posinf=-math.inf)  # a decoder's poles or overflow
         lw = lj - torch.logsumexp(lj, -1, keepdim=True)
         keep = lw > threshold  # (n, G); at least the maximum is kept
@@ -220,20 +223,22 @@ def grid_posterior(
 
     lo, hi = _coarse_boxes(target, x64, coarse_points, mass_tol, bound)
     for _ in range(max_zooms):  # shrink each box to the fine grid's own mass
-        result, (new_lo, new_hi) = _fine_pass(target, x64, lo, hi, num_points, False, mass_tol)
+        result, (new_lo, new_hi) = _fine_pass(target, x64, lo, hi, num_points, False, mass_tol, rtol_nats)
         shrunk = (new_hi - new_lo) < 0.5 * (hi - lo)
         if not bool(shrunk.any()):
             break
         lo, hi = torch.where(shrunk, new_lo, lo), torch.where(shrunk, new_hi, hi)
     points_per_axis = num_points
     while True:
-        result, _ = _fine_pass(target, x64, lo, hi, points_per_axis, keep_density, mass_tol)
-        if bool((result.max_change <= rtol_nats).all()) or 2 * points_per_axis - 1 > max_points:
-            return result._replace(converged=result.max_change <= rtol_nats)
+        result, _ = _fine_pass(target, x64, lo, hi, points_per_axis, keep_density, mass_tol, rtol_nats)
+        if bool(result.converged.all()) or 2 * points_per_axis - 1 > max_points:
+            return result
         points_per_axis = 2 * points_per_axis - 1
 
 
-def _fine_pass(target, x, lo, hi, m, keep_density, mass_tol) -> tuple[GridPosterior, tuple[torch.Tensor, torch.Tensor]]:
+def _fine_pass(
+    target, x, lo, hi, m, keep_density, mass_tol, rtol_nats
+) -> tuple[GridPosterior, tuple[torch.Tensor, torch.Tensor]]:
     """The grid posterior on ``M`` points per axis of each box, and the boxes of its own mass."""
     n, k = lo.shape
     t = torch.linspace(0, 1, m, dtype=torch.float64, device=x.device)
@@ -268,7 +273,7 @@ def _fine_pass(target, x, lo, hi, m, keep_density, mass_tol) -> tuple[GridPoster
     max_change = torch.cat(change)
     post = GridPosterior(
         axes, torch.cat(dens) if keep_density else None, torch.cat(log_z), torch.cat(means), torch.cat(sds),
-        max_change <= 0, max_change, m,
+        max_change <= rtol_nats, max_change, m,
     )
     return post, (torch.cat(los), torch.cat(his))
 

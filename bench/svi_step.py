@@ -52,9 +52,7 @@ def torch_step(model, guide, opt, x, kind="elbo", particles=1):
     opt.step()
 
 
-def _time(fn, steps, device):
-    for _ in range(20):
-        fn()
+def _time_once(fn, steps, device):
     if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
@@ -65,11 +63,26 @@ def _time(fn, steps, device):
     return (time.perf_counter() - start) / steps * 1e3
 
 
+def _time_all(fns: dict, steps: int, device, rounds: int = 5) -> dict:
+    """ms per step of each function: interleaved rounds, best round kept (robust to load)."""
+    for fn in fns.values():
+        for _ in range(10):
+            fn()
+    best = {name: float("inf") for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            best[name] = min(best[name], _time_once(fn, max(1, steps // rounds), device))
+    return best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     x = torch.randn(100, 2, device=device)
     print(f"device={device}, torch threads={torch.get_num_threads()}, batch 100, 3x50 leaky-ReLU nets")
@@ -77,10 +90,17 @@ def main() -> None:
         for kind, particles in (("elbo", 1), ("iwae", 20)):
             single = _pair(None, device)
             batched = _pair(10, device)
-            ours = _time(lambda: pyro_step(*single, x, kind, particles), args.steps, device)
-            hand = _time(lambda: torch_step(*single, x, kind, particles), args.steps, device)
-            ours10 = _time(lambda: pyro_step(*batched, x, kind, particles), args.steps, device)
-            hand10 = _time(lambda: torch_step(*batched, x, kind, particles), args.steps, device)
+            t = _time_all(
+                {
+                    "ours": lambda: pyro_step(*single, x, kind, particles),
+                    "hand": lambda: torch_step(*single, x, kind, particles),
+                    "ours10": lambda: pyro_step(*batched, x, kind, particles),
+                    "hand10": lambda: torch_step(*batched, x, kind, particles),
+                },
+                args.steps,
+                device,
+            )
+            ours, hand, ours10, hand10 = t["ours"], t["hand"], t["ours10"], t["hand10"]
             label = kind if kind == "elbo" else f"iwae S={particles}"
             print(f"\n[{label}]")
             print(f"  single run:   pyro-vae {ours:7.3f} ms/step   hand-written torch {hand:7.3f} ms/step   ratio {ours / hand:5.2f}")

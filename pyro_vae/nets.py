@@ -47,7 +47,17 @@ class BatchedLinear(nn.Module):
         self.bias = nn.Parameter(torch.empty(*lead, 1, out_features).uniform_(-bound, bound))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.matmul(x, self.weight) + self.bias
+        restarts = self.num_restarts
+        if restarts is None or x.dim() < 3 or x.shape[-3] != restarts:
+            return torch.matmul(x, self.weight) + self.bias
+        lead = x.shape[:-3]
+        if not lead:
+            return torch.baddbmm(self.bias, x, self.weight)
+        # (..., R, N, in) -> one (R, ...·N, in) batched product: far cheaper than broadcasting
+        # the weights over the leading (e.g. particle) dimensions.
+        flat = x.movedim(-3, 0).reshape(restarts, -1, self.in_features)
+        out = torch.baddbmm(self.bias, flat, self.weight)
+        return out.reshape(restarts, *lead, x.shape[-2], self.out_features).movedim(0, -3)
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, restarts={self.num_restarts}"

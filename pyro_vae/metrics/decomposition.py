@@ -29,7 +29,7 @@ import torch
 
 from pyro_vae.inference.objectives import log_weights
 from pyro_vae.metrics.loglik import importance_log_likelihood, true_log_likelihood
-from pyro_vae.posterior.quadrature import log_marginal_quadrature
+from pyro_vae.posterior.grid import grid_posterior
 
 __all__ = ["Decomposition", "decompose_elbo"]
 
@@ -94,9 +94,8 @@ def _model_log_lik(model, guide, x, *, num_samples, seed, quadrature_tol) -> tup
     if getattr(model, "num_restarts", None):
         raise ValueError("model is restart-batched: select one restart first (pyro_vae.nets.select_restart)")
     if model.latent_dim <= 2:
-        noise = model.noise_variance().detach().reshape(-1)
-        res = log_marginal_quadrature(model.decoder, noise, x, model.latent_dim, rtol_nats=quadrature_tol)
-        if res.converged:
+        res = grid_posterior(model, x, rtol_nats=quadrature_tol, keep_density=False)
+        if bool(res.converged.all()):
             return res.log_marginal.double(), 0.0, "quadrature"
     est = importance_log_likelihood(model, guide, x, num_samples=num_samples, seed=seed)
     return est.per_point.double(), est.mc_se, "importance"
@@ -112,7 +111,7 @@ def decompose_elbo(
     num_samples: int = 5000,
     seed: int = 0,
     chunk_size: int = 500,
-    quadrature_tol: float = 1e-3,
+    quadrature_tol: float = 1e-4,
 ) -> Decomposition:
     """Split the test ELBO of ``(model, guide)`` into data entropy, MLEO and PMO (000 Eq. 2, 004 Eq. 3).
 

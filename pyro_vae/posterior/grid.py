@@ -6,7 +6,9 @@ Two passes per observation ``x``:
    (``[-bound, bound]^K`` for N(0, I), cell midpoints of U(0, 1)^K) locates the cells that hold
    the mass: those whose normalised mass exceeds ``mass_tol / G`` (so the cells left out hold
    at most ``mass_tol`` of the coarse mass). Their bounding box, padded by one coarse cell on
-   every side and clipped to the prior's support, is the posterior's box for that x.
+   every side and clipped to the prior's support, is the posterior's box for that x. A box
+   that reaches ``±bound`` (a posterior far out in the prior's tail) is searched again on a
+   grid twice as wide, up to ``max_bound``.
 2. **Fine**: ``M`` points per axis over each x's box, integrated by the trapezoid rule. The
    estimate of ``log p(x)`` is compared with the one from every other point (the grid of
    spacing 2h); while they differ by more than ``rtol_nats`` for some x, ``M`` grows to
@@ -116,8 +118,24 @@ def _log_joint_grid(target: PosteriorTarget, x: torch.Tensor, points: torch.Tens
     return (ll + target.log_prior(points)).nan_to_num(nan=-math.inf, posinf=-math.inf)
 
 
-def _coarse_boxes(target, x, coarse_points, mass_tol, bound) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-x box ``(lo, hi)``, each ``(N, K)``, holding all but ``mass_tol`` of the coarse mass."""
+def _coarse_boxes(target, x, coarse_points, mass_tol, bound, max_bound) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-x box ``(lo, hi)``, each ``(N, K)``, holding all but ``mass_tol`` of the coarse mass.
+
+    Under the normal prior a box that reaches the grid's edge ``±bound`` (a posterior out in
+    the prior's tail, e.g. a poor model's) is searched again with the bound doubled, up to
+    ``max_bound``.
+    """
+    lo, hi = _coarse_pass(target, x, coarse_points, mass_tol, bound)
+    while target.prior == "normal" and 2 * bound <= max_bound:
+        edge = ((lo <= -bound) | (hi >= bound)).any(-1)
+        if not bool(edge.any()):
+            break
+        bound = 2 * bound
+        lo[edge], hi[edge] = _coarse_pass(target, x[edge], coarse_points, mass_tol, bound)
+    return lo, hi
+
+
+def _coarse_pass(target, x, coarse_points, mass_tol, bound) -> tuple[torch.Tensor, torch.Tensor]:
     k = target.latent_dim
     grid, log_w = latent_grid(k, coarse_points, target.prior, bound, device=x.device, dtype=torch.float64)
     axis = grid[:coarse_points, -1] if k == 2 else grid[:, 0]
@@ -164,6 +182,7 @@ def grid_posterior(
     mass_tol: float = 1e-9,
     rtol_nats: float = 1e-4,
     bound: float = 8.0,
+    max_bound: float = 64.0,
     keep_density: bool = True,
     max_zooms: int = 4,
 ) -> GridPosterior:
@@ -189,8 +208,9 @@ def grid_posterior(
         Coarse mass allowed outside each box.
     rtol_nats : float
         Convergence: max |change| of ``log p(x)`` between two refinements.
-    bound : float
-        Half-width of the coarse grid under the N(0, I) prior.
+    bound, max_bound : float
+        Half-width of the coarse grid under the N(0, I) prior, doubled (up to ``max_bound``)
+        for the x whose box reaches its edge.
     keep_density : bool
         Keep ``log_density`` (N, M^K); ``False`` keeps only the summaries.
     max_zooms : int
@@ -221,7 +241,7 @@ def grid_posterior(
     if not rtol_nats > 0:
         raise ValueError(f"rtol_nats={rtol_nats!r}: expected a positive number")
 
-    lo, hi = _coarse_boxes(target, x64, coarse_points, mass_tol, bound)
+    lo, hi = _coarse_boxes(target, x64, coarse_points, mass_tol, bound, max_bound)
     for _ in range(max_zooms):  # shrink each box to the fine grid's own mass
         result, (new_lo, new_hi) = _fine_pass(target, x64, lo, hi, num_points, False, mass_tol, rtol_nats)
         shrunk = (new_hi - new_lo) < 0.5 * (hi - lo)

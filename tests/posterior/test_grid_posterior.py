@@ -8,7 +8,7 @@ from torch import nn
 
 from common import assert_close, assert_within_se
 from pyro_vae.datasets import get_dataset
-from pyro_vae.metrics.linear_gaussian import linear_gaussian_params, posterior
+from pyro_vae.metrics.linear_gaussian import linear_gaussian_params, marginal, posterior
 from pyro_vae.models import VAEModel
 from pyro_vae.posterior.grid import grid_posterior, sample_grid_posterior
 from pyro_vae.posterior.quadrature import log_marginal_quadrature
@@ -102,3 +102,22 @@ def test_bad_inputs_raise_before_work():
         grid_posterior(ds, torch.zeros(2, 2), num_points=64)
     with pytest.raises(ValueError, match="restart"):
         posterior_target(VAEModel(nn.Linear(1, 2), 1, 2, 0.1, num_restarts=2))
+
+
+def test_posterior_far_in_the_prior_tail_is_found():
+    """A poor model puts some posteriors beyond |z| = 8 (the first coarse bound): the search widens."""
+    W = torch.tensor([[0.0, 0.38], [-0.58, -0.52]])
+    dec = nn.Linear(2, 2)
+    with torch.no_grad():
+        dec.weight.copy_(W)
+        dec.bias.zero_()
+    model = VAEModel(dec, 2, 2, 0.02)
+    x = torch.tensor([[-2.47, -5.13], [0.3, 0.1]])
+    exact = posterior(linear_gaussian_params(model), x)
+    assert float(exact.mean.abs().max()) > 10
+    post = grid_posterior(model, x)
+    assert bool(post.converged.all())
+    assert_close(post.mean, exact.mean, atol=1e-5)
+    assert_close(post.log_marginal, marginal(linear_gaussian_params(model)).log_prob(x.double()), atol=1e-5)
+    narrow = grid_posterior(model, x, max_bound=8.0)
+    assert float((narrow.log_marginal - post.log_marginal).abs().max()) > 1.0

@@ -106,6 +106,22 @@ def trapezoid_log_cells(axes: torch.Tensor) -> torch.Tensor:
     return (per_axis[:, 0, :, None] + per_axis[:, 1, None, :]).reshape(n, -1)
 
 
+def _mask_extent(keep: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """First and last index along each axis of a product grid's kept points: ``keep`` (n, M^K) -> (n, K) each."""
+    n, g = keep.shape
+    m = round(g ** (1 / k))
+    cube = keep.reshape(n, *([m] * k))
+    firsts, lasts = [], []
+    for axis in range(k):
+        others = [d for d in range(1, k + 1) if d != axis + 1]
+        along = cube.any(dim=tuple(others)) if others else cube  # (n, M)
+        first = along.int().argmax(-1)
+        last = m - 1 - along.flip(-1).int().argmax(-1)
+        firsts.append(first)
+        lasts.append(last)
+    return torch.stack(firsts, -1), torch.stack(lasts, -1)
+
+
 def _log_joint_grid(target: PosteriorTarget, x: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     """``log p(x_n, z_ng)`` for per-x points ``(n, G, K)``; returns ``(n, G)``."""
     n, g, k = points.shape
@@ -151,15 +167,14 @@ def _coarse_pass(target, x, coarse_points, mass_tol, bound) -> tuple[torch.Tenso
     los, his = [], []
     for chunk in torch.split(x, rows):
         # Σ_d (x_d − loc_d)² / v_d expanded into a matrix product (coarse boxes need no more accuracy)
-        sq = (chunk**2 / var).sum(-1, keepdim=True) - 2 * (chunk / var) @ loc.T + loc_sq
-        lj = const - 0.5 * sq.clamp_min(0) + log_w  # (n, G)
+        sq = torch.addmm(loc_sq, chunk / var, loc.T, alpha=-2).add_((chunk**2 / var).sum(-1, keepdim=True))
+        lj = sq.clamp_min_(0).mul_(-0.5).add_(log_w + const)  # (n, G)
         lj = lj.nan_to_num(nan=-math.inf, posinf=-math.inf)  # a decoder's poles or overflow
-        lw = lj - torch.logsumexp(lj, -1, keepdim=True)
-        keep = lw > threshold  # (n, G); at least the maximum is kept
-        big = torch.where(keep[..., None], grid[None], torch.full_like(grid[None], math.inf))
-        small = torch.where(keep[..., None], grid[None], torch.full_like(grid[None], -math.inf))
-        los.append((big.amin(1) - step).clamp(support_lo, support_hi))
-        his.append((small.amax(1) + step).clamp(support_lo, support_hi))
+        # mass_g / total ≤ exp(lj_g − max lj): keeping lj_g − max > threshold keeps a superset of the
+        # cells with mass > mass_tol / G (and at least the maximum)
+        first, last = _mask_extent(lj - lj.amax(-1, keepdim=True) > threshold, k)
+        los.append((axis[first] - step).clamp(support_lo, support_hi))
+        his.append((axis[last] + step).clamp(support_lo, support_hi))
     return torch.cat(los), torch.cat(his)
 
 
@@ -242,18 +257,22 @@ def grid_posterior(
         raise ValueError(f"rtol_nats={rtol_nats!r}: expected a positive number")
 
     lo, hi = _coarse_boxes(target, x64, coarse_points, mass_tol, bound, max_bound)
+    result = None
     for _ in range(max_zooms):  # shrink each box to the fine grid's own mass
-        result, (new_lo, new_hi) = _fine_pass(target, x64, lo, hi, num_points, False, mass_tol, rtol_nats)
+        result, (new_lo, new_hi) = _fine_pass(target, x64, lo, hi, num_points, keep_density, mass_tol, rtol_nats)
         shrunk = (new_hi - new_lo) < 0.5 * (hi - lo)
         if not bool(shrunk.any()):
-            break
+            break  # the boxes are final: this pass is also the first of the refinement
         lo, hi = torch.where(shrunk, new_lo, lo), torch.where(shrunk, new_hi, hi)
+        result = None
     points_per_axis = num_points
     while True:
-        result, _ = _fine_pass(target, x64, lo, hi, points_per_axis, keep_density, mass_tol, rtol_nats)
+        if result is None:
+            result, _ = _fine_pass(target, x64, lo, hi, points_per_axis, keep_density, mass_tol, rtol_nats)
         if bool(result.converged.all()) or 2 * points_per_axis - 1 > max_points:
             return result
         points_per_axis = 2 * points_per_axis - 1
+        result = None
 
 
 def _fine_pass(
@@ -278,10 +297,10 @@ def _fine_pass(
         lz = torch.logsumexp(lj + cells, -1)
         lz_half = torch.logsumexp(lj[:, sub] + trapezoid_log_cells(ax[..., ::2]), -1)
         w = torch.exp(lj + cells - lz[:, None])  # (n, G), sums to 1
-        keep = (lj + cells - lz[:, None] > threshold)[..., None]
-        step = ((ax[..., -1] - ax[..., 0]) / (m - 1))
-        los.append(torch.maximum(torch.where(keep, pts, math.inf).amin(1) - step, ax[..., 0]))
-        his.append(torch.minimum(torch.where(keep, pts, -math.inf).amax(1) + step, ax[..., -1]))
+        first, last = _mask_extent(lj + cells - lz[:, None] > threshold, k)
+        step = (ax[..., -1] - ax[..., 0]) / (m - 1)
+        los.append(torch.maximum(ax.gather(-1, first[..., None])[..., 0] - step, ax[..., 0]))
+        his.append(torch.minimum(ax.gather(-1, last[..., None])[..., 0] + step, ax[..., -1]))
         mean = (w[..., None] * pts).sum(1)
         var = (w[..., None] * (pts - mean[:, None]) ** 2).sum(1)
         log_z.append(lz)

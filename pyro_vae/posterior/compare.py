@@ -121,9 +121,9 @@ def grid_kl(
     if post.axes.shape[0] != n or x.shape[0] != n:
         raise ValueError(f"q has {n} rows, post {post.axes.shape[0]} and x {x.shape[0]}: expected the same x")
     m = num_points or (2049 if k == 1 else 161)
-    x64 = x.detach().double()
+    x64 = x.detach().double().to(loc.device)
     kl_pq, kl_qp = [], []
-    t = torch.linspace(-width, width, m, dtype=torch.float64)
+    t = torch.linspace(-width, width, m, dtype=torch.float64, device=loc.device)
     step = max(1, min(chunk_size, _CHUNK_POINTS // m**k))
     for start in range(0, n, step):
         rows = slice(start, start + step)

@@ -241,7 +241,7 @@ def nuts_posterior(
     seeds = _chain_seeds(seed, num_chains)
     draws, diverging, acceptance = [], [], []
     for chain, chain_seed in enumerate(seeds):
-        u0 = _to_unconstrained(initial_points[chain], target.prior)
+        u0 = _to_unconstrained(initial_points[chain], target.prior).to(x.device)
         kernel = NUTS(
             potential_fn=potential, target_accept_prob=target_accept_prob, max_tree_depth=max_tree_depth,
             jit_compile=jit_compile, ignore_jit_warnings=True,
@@ -254,7 +254,7 @@ def nuts_posterior(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # Pyro's notes on jit and CPU count
             mcmc.run()
-        u = mcmc.get_samples()["u"].detach().to(torch.float64).reshape(num_samples, k)
+        u = mcmc.get_samples()["u"].detach().to(device="cpu", dtype=torch.float64).reshape(num_samples, k)
         draws.append(_from_unconstrained(u, target.prior))
         diag = mcmc.diagnostics()
         flags = np.zeros(num_samples, dtype=bool)
@@ -268,7 +268,7 @@ def nuts_posterior(
     idata = az.from_dict(
         posterior={"z": samples.numpy()},
         sample_stats={"diverging": np.stack(diverging)},
-        observed_data={"x": x.numpy()},
+        observed_data={"x": x.cpu().numpy()},
         dims={"z": ["z_dim"], "x": ["x_dim"]},
     )
     diagnostics = {
@@ -295,7 +295,7 @@ def nuts_posterior(
         method="NUTS",
         target=target.name,
         prior=target.prior,
-        x=x.tolist(),
+        x=x.cpu().tolist(),
         arguments={
             "num_chains": num_chains, "num_warmup": num_warmup, "num_samples": num_samples,
             "target_accept_prob": target_accept_prob, "max_tree_depth": max_tree_depth,

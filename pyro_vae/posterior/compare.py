@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import pyro.distributions as dist

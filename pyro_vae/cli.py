@@ -97,6 +97,7 @@ def _config_from_args(args: argparse.Namespace):
         decoder=args.decoder,
         noise=args.noise,
         eval_samples=args.eval_samples,
+        init=args.init,
     )
 
 
@@ -106,6 +107,8 @@ METRIC_LABELS = (
     ("test_loglik", "test log-likelihood (IS, Eq. 48 of 000)"),
     ("test_loglik_exact", "test log-likelihood (quadrature)"),
     ("true_loglik", "true model's test log-likelihood"),
+    ("mleo", "MLEO = KL(p_data || p_θ) (Eq. 2 of 000)"),
+    ("pmo", "PMO = E KL(q || p_θ(z|x))"),
     ("smooth_knn", "smooth k-NN statistic vs test set (lower=better)"),
 )
 
@@ -207,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decoder", default="auto", help="auto (the data set's parametric likelihood when it has one, 000 App. E), mlp or family")
     p.add_argument("--noise", default="fixed", help="fixed or learned")
     p.add_argument("--eval-samples", type=int, default=5000)
+    p.add_argument("--init", default="random", help="random, gt (every restart at the truth) or mixed (half at the truth, 004 App. D)")
     p.add_argument("--param", action="append", metavar="KEY=VALUE")
     p.add_argument("--out", default="runs", help="runs folder")
     p.add_argument("--json", action="store_true")

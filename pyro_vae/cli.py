@@ -1,4 +1,4 @@
-"""The ``pyro-vae`` command line: datasets, sample, train, evaluate, demo.
+"""The ``pyro-vae`` command line: datasets, sample, train, evaluate, posterior, decompose, demo.
 
 Bad input (unknown data set or method, non-positive sizes, a batch larger than the data, a
 device that is not there, an unreadable run folder) prints one error line and exits with
@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from pyro_vae.cli_truth import add_parsers as add_truth_parsers
 from pyro_vae.io import ARRAY_EXTENSIONS, dumps_json, save_arrays
 
 EXIT_USAGE, EXIT_FAILED = 2, 1
@@ -223,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-samples", type=_positive_int, default=None)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
+
+    add_truth_parsers(sub)
 
     p = sub.add_parser("demo", help="MFG-VAE vs IWAE on Figure-8 against the true model")
     p.add_argument("--epochs", type=_positive_int, default=100)

@@ -49,17 +49,6 @@ def latent_grid(
     return torch.stack([a.reshape(-1), b.reshape(-1)], -1), (la + lb).reshape(-1) + 2 * math.log(step)
 
 
-def gaussian_log_likelihood(x: torch.Tensor, loc: torch.Tensor, var: torch.Tensor, chunk_elements: int = 2**24):
-    """``log N(x_n; loc_g, diag var)`` for all pairs, shape ``(N, G)``, computed in chunks."""
-    var = var.reshape(-1).to(loc)
-    const = -0.5 * (var.log().sum() + loc.shape[-1] * math.log(2 * math.pi))
-    rows = max(1, chunk_elements // max(1, loc.shape[0] * loc.shape[1]))
-    out = []
-    for chunk in torch.split(x.to(loc), rows):
-        out.append(const - 0.5 * (((chunk[:, None, :] - loc[None]) ** 2) / var).sum(-1))
-    return torch.cat(out)
-
-
 def log_sum_over_grid(
     x: torch.Tensor, loc: torch.Tensor, var: torch.Tensor, log_w: torch.Tensor, chunk_elements: int = 2**24
 ) -> torch.Tensor:

@@ -99,6 +99,9 @@ def _config_from_args(args: argparse.Namespace):
         noise=args.noise,
         eval_samples=args.eval_samples,
         init=args.init,
+        latent_dim=args.latent_dim,
+        guide=args.guide,
+        options=_params(args.option),
     )
 
 
@@ -150,6 +153,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_methods(args: argparse.Namespace) -> int:
+    from pyro_vae.pipeline import METHODS
+
+    rows = [{"name": n, "options": m.options, "description": m.description} for n, m in METHODS.items()]
+    if args.json:
+        _print_json(rows)
+    else:
+        for r in rows:
+            opts = ", ".join(f"{k}={v}" for k, v in r["options"].items()) or "-"
+            print(f"{r['name']:<8s} {r['description']}  [options: {opts}]")
+    return 0
+
+
 # --------------------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
     """MFG-VAE and IWAE (S=20) on Figure-8: test log-likelihoods beside the true model's."""
@@ -196,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a VAE on a data set and evaluate it")
     p.add_argument("dataset")
-    p.add_argument("--method", default="vae", help="vae, iwae or beta")
+    p.add_argument("--method", default="vae", help="vae, iwae, beta, ... (see `pyro-vae methods`)")
     p.add_argument("--particles", type=int, default=20, help="IWAE importance samples S")
     p.add_argument("--beta", type=float, default=1.0)
     p.add_argument("--anneal-epochs", type=int, default=0, help="linear KL warm-up for beta")
@@ -209,7 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.add_argument("--hidden", type=int, nargs="+", default=[50, 50, 50])
     p.add_argument("--decoder", default="auto", help="auto (the data set's parametric likelihood when it has one, 000 App. E), mlp or family")
-    p.add_argument("--noise", default="fixed", help="fixed or learned")
+    p.add_argument("--noise", default="fixed", help="fixed, learned (per dimension, jointly) or posthoc (Eq. 9 of 004 after training)")
+    p.add_argument("--latent-dim", type=int, default=None, help="K of the model (default: the data set's)")
+    p.add_argument("--guide", default="mean_field", help="the variational family (mean_field, ...)")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE", help="a method option, e.g. threshold=0.05")
     p.add_argument("--eval-samples", type=int, default=5000)
     p.add_argument("--init", default="random", help="random, gt (every restart at the truth) or mixed (half at the truth, 004 App. D)")
     p.add_argument("--param", action="append", metavar="KEY=VALUE")
@@ -226,6 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     add_truth_parsers(sub)
+
+    p = sub.add_parser("methods", help="list the inference methods and their options")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_methods)
 
     p = sub.add_parser("demo", help="MFG-VAE vs IWAE on Figure-8 against the true model")
     p.add_argument("--epochs", type=_positive_int, default=100)

@@ -19,10 +19,12 @@ import torch
 
 from guides.mean_field import MeanFieldGuide
 from pyro_vae.datasets import Dataset, get_dataset
-from pyro_vae.inference import TrainingError, resolve_device, train, validation_objective
+from pyro_vae.inference import TrainingError, resolve_device, validation_objective
 from pyro_vae.inference.fixed_model import gt_initialise
+from pyro_vae.inference.methods import METHODS, resolve_options
 from pyro_vae.metrics import (
     importance_log_likelihood,
+    optimal_noise_var,
     mutual_info_gaussian_encoder,
     smooth_knn_test,
     true_log_likelihood,
@@ -32,8 +34,14 @@ from pyro_vae.models import VAEModel, build_vae_model
 from pyro_vae.nets import select_restart
 from pyro_vae.runs import RunStore, load_run, update_metrics
 
-METHODS = {"vae": "elbo", "iwae": "iwae", "beta": "beta"}
 INITS = ("random", "gt", "mixed")
+NOISES = ("fixed", "learned", "posthoc")
+GUIDES: dict[str, Any] = {"mean_field": MeanFieldGuide}
+
+
+def register_guide(name: str, factory) -> None:
+    """``factory(obs_dim, latent_dim, hidden, num_restarts=R)`` → a guide; usable as ``--guide name``."""
+    GUIDES[name] = factory
 DECODERS = ("auto", "mlp", "family")
 
 
@@ -59,11 +67,17 @@ class RunConfig:
     noise: str = "fixed"
     eval_samples: int = 5000
     init: str = "random"  # "gt": every restart at the truth; "mixed": the first half at the truth (004 App. D)
+    latent_dim: int | None = None  # K of the trained model; None = the data set's (004 §8 varies it)
+    guide: str = "mean_field"
+    options: dict = field(default_factory=dict)  # the method's own options (see inference.methods)
 
     def validate(self) -> Dataset:
         """Check every field (raising ``ValueError`` naming it) and return the data set."""
-        if self.method not in METHODS:
-            raise ValueError(f"method={self.method!r}: expected one of {sorted(METHODS)}")
+        resolve_options(self.method, self.options)
+        if self.guide not in GUIDES:
+            raise ValueError(f"guide={self.guide!r}: expected one of {sorted(GUIDES)}")
+        if self.latent_dim is not None and (not isinstance(self.latent_dim, int) or self.latent_dim < 1):
+            raise ValueError(f"latent_dim={self.latent_dim!r}: expected a positive integer or None")
         for name in ("particles", "epochs", "batch_size", "restarts", "eval_samples"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -78,8 +92,8 @@ class RunConfig:
             raise ValueError(f"decoder={self.decoder!r}: expected one of {DECODERS}")
         if self.init not in INITS:
             raise ValueError(f"init={self.init!r}: expected one of {INITS}")
-        if self.noise not in ("fixed", "learned"):
-            raise ValueError(f"noise={self.noise!r}: expected 'fixed' or 'learned'")
+        if self.noise not in NOISES:
+            raise ValueError(f"noise={self.noise!r}: expected one of {NOISES}")
         if any(not isinstance(h, int) or h < 1 for h in self.hidden):
             raise ValueError(f"hidden={self.hidden!r}: expected positive integers")
         resolve_device(self.device)
@@ -88,10 +102,23 @@ class RunConfig:
             raise ValueError(f"dataset={self.dataset!r} is semi-supervised: the M2 model trains it, not {self.method!r}")
         if self.decoder == "family" and dataset.decoder_family() is None:
             raise ValueError(f"decoder='family': data set {self.dataset!r} has no parametric family; use 'mlp'")
+        if self.latent_dim not in (None, dataset.latent_dim):
+            if self.decoder == "family":
+                raise ValueError(f"latent_dim={self.latent_dim}: the parametric family of {self.dataset!r} has K={dataset.latent_dim}")
+            if self.init != "random":
+                raise ValueError(f"init={self.init!r}: the truth has K={dataset.latent_dim}, not latent_dim={self.latent_dim}")
         train_size = dataset.sizes[0]
         if self.batch_size > train_size:
             raise ValueError(f"batch_size={self.batch_size}: larger than the {train_size} training points of {self.dataset!r}")
         return dataset
+
+    def model_latent_dim(self, dataset: Dataset) -> int:
+        return dataset.latent_dim if self.latent_dim is None else self.latent_dim
+
+    def uses_family(self, dataset: Dataset) -> bool:
+        return self.decoder == "family" or (
+            self.decoder == "auto" and self.latent_dim in (None, dataset.latent_dim) and dataset.decoder_family() is not None
+        )
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -112,18 +139,28 @@ class RunConfig:
 
 def build_model_and_guide(config: RunConfig, dataset: Dataset, num_restarts: int | None) -> tuple[VAEModel, MeanFieldGuide]:
     """The model (MLP or the data set's parametric family) and the mean-field guide."""
-    decoder = None if config.decoder == "mlp" else dataset.decoder_family(num_restarts)
+    k = config.model_latent_dim(dataset)
+    decoder = dataset.decoder_family(num_restarts) if config.uses_family(dataset) else None
     model = build_vae_model(
-        dataset.latent_dim,
+        k,
         dataset.obs_dim,
         dataset.obs_noise_var(),
         hidden=config.hidden,
         decoder=decoder,
-        noise=config.noise,
+        noise="learned" if config.noise == "learned" else "fixed",
         num_restarts=num_restarts,
     )
-    guide = MeanFieldGuide(dataset.obs_dim, dataset.latent_dim, config.hidden, num_restarts=num_restarts)
+    guide = GUIDES[config.guide](dataset.obs_dim, k, config.hidden, num_restarts=num_restarts)
     return model, guide
+
+
+def set_posthoc_noise(model: VAEModel, guide, x: torch.Tensor, seed: int = 0) -> list[float]:
+    """Replace a fixed σ² by the one that maximises the ELBO for the trained θ, φ (Eq. 9 of 004)."""
+    q = guide.distribution(x)
+    sigma2 = optimal_noise_var(x, model.decoder, q.loc, q.scale, seed=seed)
+    with torch.no_grad():
+        model.log_noise_var.copy_(sigma2.reshape(model.log_noise_var.shape).log())
+    return [float(v) for v in sigma2.reshape(-1)]
 
 
 def evaluate_model(
@@ -238,7 +275,8 @@ def train_and_evaluate(config: RunConfig, runs_dir: str | Path, *, progress: boo
     splits = dataset.splits(config.data_seed, device=device)
     model, guide = build_model_and_guide(config, dataset, config.restarts)
     model.to(device), guide.to(device)
-    objective = METHODS[config.method]
+    method = METHODS[config.method]
+    config.options = resolve_options(config.method, config.options)
     with store.start(config.to_dict()) as run:
         run.write_config({**config.to_dict(), "resolved_device": str(device)})
         init_info = {}
@@ -247,17 +285,14 @@ def train_and_evaluate(config: RunConfig, runs_dir: str | Path, *, progress: boo
                 model, guide, config, dataset, splits.train.x.cpu(), splits.val.x.cpu()
             )
         try:
-            result = train(
-                model, guide, splits.train.x, splits.val.x,
-                objective=objective, num_particles=config.particles, beta=config.beta,
-                anneal_epochs=config.anneal_epochs, epochs=config.epochs, batch_size=config.batch_size,
-                lr=config.lr, seed=config.seed, progress=progress,
-            )
+            result = method.fit(model, guide, splits.train.x, splits.val.x, config, progress)
         except TrainingError as err:
             run.fail(str(err), traceback.format_exc())
             raise
         run.write_history(result.history)
         best_model, best_guide = select_restart(model, result.best_restart), select_restart(guide, result.best_restart)
+        if config.noise == "posthoc":
+            init_info["posthoc_noise_var"] = set_posthoc_noise(best_model, best_guide, splits.train.x, config.seed)
         metrics = evaluate_model(best_model, best_guide, dataset, splits.test.x, eval_samples=config.eval_samples, seed=config.seed)
         metrics.update(
             best_restart=result.best_restart,

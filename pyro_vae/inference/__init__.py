@@ -13,3 +13,4 @@ __all__ = [
     "train",
     "validation_objective",
 ]
+from pyro_vae.inference import lagging as _lagging  # noqa: E402,F401  registers --method lin, lin_segments

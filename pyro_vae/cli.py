@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from pyro_vae.cli_reproduce import add_parsers as add_reproduce_parsers
+from pyro_vae.cli_m2 import add_parsers as add_m2_parsers
 from pyro_vae.cli_truth import add_parsers as add_truth_parsers
 from pyro_vae.io import ARRAY_EXTENSIONS, dumps_json, save_arrays
 
@@ -245,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     add_truth_parsers(sub)
+    add_m2_parsers(sub)
+    add_reproduce_parsers(sub)
 
     p = sub.add_parser("methods", help="list the inference methods and their options")
     p.add_argument("--json", action="store_true")

@@ -67,6 +67,7 @@ class RunConfig:
     noise: str = "fixed"
     eval_samples: int = 5000
     init: str = "random"  # "gt": every restart at the truth; "mixed": the first half at the truth (004 App. D)
+    gt_fit_steps: int = 20000  # most supervised steps when fitting the decoder to the true f (--init gt)
     latent_dim: int | None = None  # K of the trained model; None = the data set's (004 §8 varies it)
     guide: str = "mean_field"
     options: dict = field(default_factory=dict)  # the method's own options (see inference.methods)
@@ -78,7 +79,7 @@ class RunConfig:
             raise ValueError(f"guide={self.guide!r}: expected one of {sorted(GUIDES)}")
         if self.latent_dim is not None and (not isinstance(self.latent_dim, int) or self.latent_dim < 1):
             raise ValueError(f"latent_dim={self.latent_dim!r}: expected a positive integer or None")
-        for name in ("particles", "epochs", "batch_size", "restarts", "eval_samples"):
+        for name in ("particles", "epochs", "batch_size", "restarts", "eval_samples", "gt_fit_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name}={value!r}: expected a positive integer")
@@ -119,6 +120,10 @@ class RunConfig:
         return self.decoder == "family" or (
             self.decoder == "auto" and self.latent_dim in (None, dataset.latent_dim) and dataset.decoder_family() is not None
         )
+
+    def resolved(self) -> RunConfig:
+        """A copy with the method's options completed by their defaults (what the run store hashes)."""
+        return dataclasses.replace(self, options=resolve_options(self.method, self.options), hidden=tuple(self.hidden))
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -187,10 +192,12 @@ def evaluate_model(
     with torch.no_grad():
         q = guide.distribution(x_test) if hasattr(guide, "distribution") else None
     mi = None if q is None else [float(v) for v in mutual_info_gaussian_encoder(q.loc, q.scale, seed=seed)]
+    mi_avg = None if mi is None else sum(mi) / len(mi)
     return {
         "smooth_knn": float(knn.mean),
         "smooth_knn_se": float(knn.se),
         "mutual_info_per_dim": mi,
+        "mutual_info_avg": mi_avg,  # avg_i I(x; z_i), 004 Table 1
         "test_loglik": est.mean,
         "test_loglik_se": est.se,
         "test_loglik_mc_se": est.mc_se,
@@ -205,6 +212,8 @@ def evaluate_model(
         "true_loglik_se": float(truth.std() / math.sqrt(n)),
         "test_elbo": float(elbo[0]),
         "noise_var": [float(v) for v in model.noise_variance().reshape(-1)],
+        "noise_var_mean": float(model.noise_variance().mean()),
+        "neg_test_elbo": -float(elbo[0]),
     }
 
 
@@ -231,6 +240,7 @@ def initialise_at_truth(model: VAEModel, guide, config: RunConfig, dataset: Data
         dataset, config.restarts, x_train=x_train, x_val=x_val,
         decoder="family" if dataset.decoder_family() is not None and config.decoder != "mlp" else "mlp",
         hidden=config.hidden, epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed,
+        max_fit_steps=config.gt_fit_steps,
     )
     chosen = range(config.restarts) if config.init == "gt" else range((config.restarts + 1) // 2)
     for r in chosen:
@@ -276,7 +286,7 @@ def train_and_evaluate(config: RunConfig, runs_dir: str | Path, *, progress: boo
     model, guide = build_model_and_guide(config, dataset, config.restarts)
     model.to(device), guide.to(device)
     method = METHODS[config.method]
-    config.options = resolve_options(config.method, config.options)
+    config = config.resolved()
     with store.start(config.to_dict()) as run:
         run.write_config({**config.to_dict(), "resolved_device": str(device)})
         init_info = {}

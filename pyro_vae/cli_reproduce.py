@@ -1,0 +1,134 @@
+"""``pyro-vae experiments``, ``reproduce`` and ``report``: the papers' tables from one command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from pyro_vae.io import atomic_write_text, read_json, write_json
+
+
+def sweep_dir(out: str | Path, name: str, quick: bool) -> Path:
+    return Path(out) / (f"{name}-quick" if quick else name)
+
+
+def write_report(experiment, folder: Path, quick: bool) -> str:
+    """Build the experiment's tables from ``folder/runs`` and write report.md / report.csv."""
+    from pyro_vae.report import build_rows, to_csv, to_markdown
+
+    rows = build_rows(experiment, folder / "runs", quick=quick)
+    markdown = to_markdown(experiment, rows, quick=quick)
+    atomic_write_text(folder / "report.md", markdown)
+    atomic_write_text(folder / "report.csv", to_csv(experiment, rows))
+    return markdown
+
+
+def cmd_experiments(args: argparse.Namespace) -> int:
+    from pyro_vae.experiments import experiment_names, load_experiment
+
+    rows = []
+    for name in experiment_names():
+        exp = load_experiment(name)
+        rows.append({"name": name, "title": exp.title, "runs": len(exp.runs()), "quick_runs": len(exp.runs(quick=True))})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            print(f"{r['name']:<24s} {r['runs']:>5d} runs ({r['quick_runs']} quick)  {r['title']}")
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from pyro_vae.experiments import load_experiment
+    from pyro_vae.runs.sweep import run_sweep
+
+    from pyro_vae.runs.sweep import EXECUTORS
+
+    if args.executor not in EXECUTORS:
+        raise ValueError(f"--executor {args.executor!r}: expected one of {EXECUTORS}")
+    if args.workers < 1:
+        raise ValueError(f"--workers {args.workers}: expected a positive integer")
+    experiment = load_experiment(args.name)
+    configs = experiment.runs(quick=args.quick, device=args.device)
+    for cfg in configs:  # every config is checked before anything is written
+        cfg.validate()
+    folder = sweep_dir(args.out, experiment.name, args.quick)
+    atomic_write_text(folder / "experiment.toml", experiment.source.read_text())
+    write_json(folder / "sweep.json", {"experiment": experiment.name, "quick": args.quick, "source": str(experiment.source)})
+    print(f"{experiment.name}: {len(configs)} runs{' (quick)' if args.quick else ''} → {folder}", flush=True)
+    start = time.perf_counter()
+    result = run_sweep(configs, folder / "runs", executor=args.executor, workers=args.workers,
+                       address=args.address, progress=not args.quiet)
+    seconds = time.perf_counter() - start
+    print(f"ran {result.ran}, skipped {result.skipped} already finished, failed {len(result.failed)} "
+          f"in {seconds:.0f} s", flush=True)
+    for label, error in result.failed:
+        print(f"  failed: {label}: {error}")
+    print(write_report(experiment, folder, args.quick))
+    figures = _write_figures(experiment, folder, args.quick) if not args.no_figures else []
+    for path in figures:
+        print(f"wrote {path}")
+    return 1 if result.failed else 0
+
+
+def _write_figures(experiment, folder: Path, quick: bool) -> list[Path]:
+    """The experiment's figure panels, when the plotting module is available."""
+    try:
+        from pyro_vae.figures import experiment_figures
+    except ImportError:
+        return []
+    return experiment_figures(experiment, folder, quick=quick)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    folder = Path(args.folder)
+    if (folder / "sweep.json").is_file():
+        from pyro_vae.experiments import load_experiment
+
+        meta = read_json(folder / "sweep.json")
+        try:
+            experiment = load_experiment(folder / "experiment.toml")
+        except ValueError:
+            experiment = load_experiment(meta["experiment"])
+        print(write_report(experiment, folder, bool(meta.get("quick"))))
+        return 0
+    runs = folder / "runs" if (folder / "runs" / "index.sqlite").is_file() else folder
+    if not (runs / "index.sqlite").is_file():
+        raise ValueError(f"{str(folder)!r}: neither a sweep folder (sweep.json) nor a runs folder (index.sqlite)")
+    from pyro_vae.report import generic_rows
+
+    rows = generic_rows(runs)
+    lines = ["| data set | method | options | runs | test log-lik | smooth kNN |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        def cell(key):
+            mean, std = r[key + "_mean"], r[key + "_std"]
+            return "—" if mean is None else f"{mean:.3f} ± {std:.3f}"
+        lines.append(f"| {r['dataset']} | {r['method']} | {r['options']} | {r['runs']} | {cell('test_loglik')} | {cell('smooth_knn')} |")
+    markdown = "\n".join(lines) + "\n"
+    atomic_write_text(folder / "report.md", markdown)
+    print(markdown)
+    return 0
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("experiments", help="list the experiment configs (one per table or figure)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_experiments)
+
+    p = sub.add_parser("reproduce", help="run an experiment's sweep and write its table beside the paper's")
+    p.add_argument("name", help="an experiment name (see `pyro-vae experiments`) or a .toml path")
+    p.add_argument("--quick", action="store_true", help="shrunken protocol: minutes on a 2-core CPU")
+    p.add_argument("--executor", default="local", help="local or ray")
+    p.add_argument("--workers", type=int, default=1, help="parallel runs (process pool or Ray tasks)")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: a local instance)")
+    p.add_argument("--device", default=None, help="cpu, cuda or auto (default: the config's)")
+    p.add_argument("--out", default="reproductions")
+    p.add_argument("--no-figures", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser("report", help="write report.md/report.csv for a sweep or runs folder")
+    p.add_argument("folder")
+    p.set_defaults(func=cmd_report)

@@ -1,0 +1,133 @@
+"""Sweeps: expand a config, skip what is finished, survive a kill, report beside the paper."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from pyro_vae.experiments import load_experiment
+from pyro_vae.report import build_rows, to_csv, to_markdown
+from pyro_vae.runs import RunStore
+from pyro_vae.runs.sweep import run_sweep, sweep_status
+
+TINY = textwrap.dedent(
+    """
+    name = "tiny"
+    title = "a tiny sweep"
+    paper = "004"
+    reference = "test"
+    [data]
+    datasets = ["circle"]
+    versions = [0, 1]
+    [train]
+    restarts = 2
+    epochs = 1
+    eval_samples = 50
+    hidden = [8]
+    [[methods]]
+    name = "vae"
+    [[methods]]
+    name = "iwae"
+    grid = { particles = [2, 3] }
+    [select]
+    metric = "val_objective"
+    [report]
+    metrics = ["test_loglik", "smooth_knn"]
+    [paper_values.test_loglik]
+    circle = { vae = [-1.0, 0.5] }
+    """
+)
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY)
+    return load_experiment(path)
+
+
+def test_expansion_covers_versions_methods_and_grid(tiny):
+    runs = tiny.runs()
+    assert len(runs) == 2 * (1 + 2)
+    assert {(c.method, c.options.get("particles", c.particles), c.data_seed) for c in runs} == {
+        ("vae", 20, 0), ("vae", 20, 1), ("iwae", 2, 0), ("iwae", 3, 0), ("iwae", 2, 1), ("iwae", 3, 1)
+    }
+
+
+def test_sweep_skips_finished_runs_and_reports(tiny, tmp_path):
+    runs_dir = tmp_path / "runs"
+    first = run_sweep(tiny.runs(), runs_dir, progress=False)
+    assert (first.total, first.skipped, first.ran, first.failed) == (6, 0, 6, [])
+    again = run_sweep(tiny.runs(), runs_dir, progress=False)
+    assert (again.skipped, again.ran) == (6, 0)
+    assert len(RunStore(runs_dir).list()) == 6  # nothing repeated
+
+    rows = build_rows(tiny, runs_dir)
+    vae = next(r for r in rows if (r.method, r.metric) == ("vae", "test_loglik"))
+    assert vae.versions == 2 and vae.paper_mean == -1.0
+    assert vae.diff_in_paper_std == pytest.approx((vae.ours_mean + 1.0) / 0.5)
+    iwae = [r for r in rows if r.method == "iwae"]
+    assert {r.selected for r in iwae} <= {"particles=2", "particles=3"} and len({r.selected for r in iwae}) == 1
+    md = to_markdown(tiny, rows)
+    assert "| circle |" in md and "paper -1.000 ± 0.500" in md
+    assert to_csv(tiny, rows).splitlines()[0].startswith("experiment,dataset,method,metric")
+
+
+@pytest.mark.slow
+def test_sweep_with_a_process_pool(tiny, tmp_path):
+    result = run_sweep(tiny.runs()[:2], tmp_path / "runs", workers=2, progress=False)
+    assert result.ran == 2 and not result.failed
+    assert sweep_status(tiny.runs()[:2], tmp_path / "runs")["finished"] == 2
+
+
+@pytest.mark.slow
+def test_killed_sweep_resumes_without_repeating(tiny, tmp_path):
+    """Kill a sweep mid-way (SIGKILL), start it again: every run finished once, none repeated."""
+    runs_dir = tmp_path / "runs"
+    script = textwrap.dedent(
+        f"""
+        from pyro_vae.experiments import load_experiment
+        from pyro_vae.runs.sweep import run_sweep
+        run_sweep(load_experiment({str(tiny.source)!r}).runs(), {str(runs_dir)!r}, progress=False)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline:
+            if (runs_dir / "index.sqlite").exists() and len(RunStore(runs_dir).list(status="finished")) >= 2:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the first sweep did not finish two runs in time")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finished_before = {r.config_hash for r in RunStore(runs_dir).list(status="finished")}
+    assert 2 <= len(finished_before) < 6 or len(finished_before) == 6
+
+    result = run_sweep(tiny.runs(), runs_dir, progress=False)
+    assert result.skipped == len(finished_before) and result.ran == 6 - len(finished_before)
+    records = RunStore(runs_dir).list(status="finished")
+    hashes = [r.config_hash for r in records]
+    assert len(hashes) == 6 == len(set(hashes))  # every config finished exactly once
+
+
+def test_bad_sweep_arguments(tiny, tmp_path):
+    with pytest.raises(ValueError, match="executor='slurm'"):
+        run_sweep(tiny.runs(), tmp_path / "r", executor="slurm")
+    with pytest.raises(ValueError, match="workers=0"):
+        run_sweep(tiny.runs(), tmp_path / "r", workers=0)
+    assert not (tmp_path / "r").exists()
+
+
+def test_ray_executor(tiny, tmp_path):
+    pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'pyro-vae[ray]'")
+    result = run_sweep(tiny.runs()[:2], tmp_path / "runs", executor="ray", workers=2, progress=False)
+    assert result.ran == 2 and not result.failed
+    assert len(RunStore(tmp_path / "runs").list(status="finished")) == 2

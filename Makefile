@@ -25,8 +25,9 @@ install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test
 
+# 004 Table 2 (Figure-8 and Clusters: VAE, IWAE, LIN) in quick mode: the table beside the paper's, and figures.
 demo: install
-	$(BIN)/pyro-vae demo --device $(DEVICE)
+	$(BIN)/pyro-vae reproduce 004_table2 --quick --device $(DEVICE) --out demo-runs
 
 test: install-test
 	$(BIN)/python -m pytest -n 2 --dist loadfile tests

@@ -17,6 +17,7 @@ from pyro_vae.datasets.base import Dataset, LabelledSplit, Split, Splits
 from pyro_vae.datasets.jte import Case1, Case2, CubicJTE, Gaussian, LinearJTE, Mobius
 from pyro_vae.datasets.semicircle import ContinuousSemiCircle, DiscreteSemiCircle
 from pyro_vae.datasets.toys import Floor, Variant1, Variant2, Variant3
+from pyro_vae.datasets.uci import Contraceptive, DiabeticRetinopathy, Titanic
 from pyro_vae.datasets.unsupervised import (
     AbsoluteValue,
     Circle,
@@ -36,6 +37,7 @@ _REGISTRY: dict[str, type[Dataset]] = {
         Variant1, Variant2, Variant3, Floor,
         LinearJTE, CubicJTE, Gaussian, Mobius, Case1, Case2,
         DiscreteSemiCircle, ContinuousSemiCircle,
+        DiabeticRetinopathy, Contraceptive, Titanic,
     )
 }
 

@@ -58,7 +58,10 @@ class M2Config:
 
     ``hidden=None`` means 3 × 50 units on the semi-circles and 3 × 100 on the UCI sets
     (004 App. D); ``latent_dim`` and ``noise_var`` default to the data set's. ``data_seed`` is
-    the synthetic data version; ``split`` picks one of the five UCI splits.
+    the synthetic data version; ``split`` picks one of the five UCI splits. ``z_given_y``
+    chooses ``q(z | x, y)`` (Kingma et al. 2014) or the factorised ``q(z | x)`` that Eqs. 13 and
+    15 of 004 write for U. The discrete label's prior is uniform on the semi-circle (the truth's)
+    and the visible training labels' frequencies on a UCI set.
     """
 
     dataset: str

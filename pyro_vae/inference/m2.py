@@ -113,11 +113,8 @@ def unlabelled_bound(model: Callable, guide: Callable, x: torch.Tensor, *, kind:
     for how an enumerated, relaxed or Gaussian ``q(y|x)`` is handled."""
     _check(kind, num_particles)
     if getattr(guide, "enumerates_labels", False):
-        c, n = guide.label_dim, x.shape[0]
-        xs, ys = _enumerated_rows(x, c)
-        per = labelled_bound(model, guide, xs, ys, kind=kind, num_particles=num_particles)
-        log_q = guide.label_distribution(x).logits
-        return _combine_enumerated(per.reshape(per.shape[0], c, n), _restart_dim_3(log_q), kind)
+        no_labels = x.new_zeros(0, guide.label_dim)
+        return m2_terms(model, guide, x, x[:0], no_labels, kind=kind, num_particles=num_particles).unlabelled
     log_w = log_weights(model, guide, x, num_particles=num_particles)
     return bound_from_log_weights(log_w, kind)
 

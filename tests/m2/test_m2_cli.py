@@ -59,9 +59,13 @@ def test_train_m2_discrete_semicircle_json(tmp_path, capsys):
 
 
 def test_train_m2_continuous_semicircle_table(tmp_path, capsys):
-    code, out, err = _run(capsys, "train-m2", "continuous_semicircle", *QUICK, "--out", str(tmp_path / "runs"))
+    runs = tmp_path / "runs"
+    code, out, err = _run(capsys, "train-m2", "continuous_semicircle", "--z-encoder", "x", *QUICK, "--out", str(runs))
     assert code == 0, err
     assert "p(x|y=-3.5)" in out and "p(x|y=3.5)" in out and "RMSE" in out and "functional collapse" in out
+    [record] = RunStore(runs).list("finished")
+    config = json.loads((runs / record.run_dir / "config.json").read_text())
+    assert config["z_given_y"] is False and config["resolved_guide"] == "gaussian"
 
 
 @needs_shared

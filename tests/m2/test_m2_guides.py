@@ -165,3 +165,21 @@ def test_train_m2_rejects_bad_arguments(kwargs, match):
         train_m2(model, guide, train, progress=False, **kwargs)
     with pytest.raises(ValueError, match="labelled"):
         train_m2(model, guide, ds.splits(seed=0).train[:2], progress=False)
+
+
+@pytest.mark.parametrize("kind", ["enum", "relaxed"])
+def test_factorised_guide_ignores_y_in_q_z(kind):
+    """z_given_y=False gives q(y|x) q(z|x) (Eqs. 13, 15 of 004): q(z|·) is the same for every y."""
+    guide = build_m2_guide(kind, 2, 1, 2, hidden=(8,), z_given_y=False, num_restarts=2)
+    x = torch.randn(4, 2)
+    q0 = guide.latent_distribution(x, torch.eye(2)[[0, 0, 0, 0]])
+    q1 = guide.latent_distribution(x, torch.eye(2)[[1, 1, 1, 1]])
+    assert q0.loc.shape == (2, 4, 1) and torch.equal(q0.loc, q1.loc) and torch.equal(q0.scale, q1.scale)
+    enumerated = guide.latent_distribution(x, torch.eye(2).reshape(2, 1, 1, 2))
+    assert enumerated.loc.shape == (2, 2, 4, 1)
+    model = build_m2_model(1, 2, 2, "discrete", 0.01, hidden=(8,), num_restarts=2)
+    loss = (TraceEnum_ELBO(max_plate_nesting=2).differentiable_loss(model, config_enumerate(guide, "parallel"), x)
+            if kind == "enum" else Trace_ELBO(max_plate_nesting=2).differentiable_loss(model, guide, x))
+    assert torch.isfinite(loss)
+    with pytest.raises(ValueError, match="z_given_y=1"):
+        build_m2_guide(kind, 2, 1, 2, z_given_y=1)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import io
 import math
 
 import torch
@@ -87,7 +86,7 @@ def cmd_posterior(args: argparse.Namespace) -> int:
         for point, a, b in zip(points, kl.kl_qp.tolist(), kl.kl_pq.tolist()):
             point["kl_q_p"], point["kl_p_q"] = a, b
     if args.plot:
-        atomic_write_bytes(args.plot, _posterior_png(dataset, x, grid, nuts, q))
+        atomic_write_bytes(args.plot, _posterior_png(dataset, x, grid, nuts, guide))
     summary = {"method": args.method, "dataset": args.dataset, "points": points}
     if args.json:
         from pyro_vae.io import dumps_json
@@ -103,49 +102,13 @@ def cmd_posterior(args: argparse.Namespace) -> int:
     return 0
 
 
-def _posterior_png(dataset, x, grid, nuts, q) -> bytes:
-    """One panel per x: the true posterior (grid density or NUTS draws) and the guide's q."""
-    import matplotlib
+def _posterior_png(dataset, x, grid, nuts, guide) -> bytes:
+    """One panel per x: the true posterior (grid density and/or NUTS draws) and the guide's q."""
+    from pyro_vae.plots import figure_png_bytes, posterior_panel
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = x.shape[0]
-    fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.2), squeeze=False)
-    for i, ax in enumerate(axes[0]):
-        if dataset.latent_dim == 1:
-            if grid is not None:
-                z = grid.axes[i, 0]
-                ax.plot(z, grid.log_density[i].exp(), color="k", label="true p(z|x)")
-            if nuts:
-                ax.hist(nuts[i].flat()[:, 0].numpy(), bins=60, density=True, alpha=0.4, label="NUTS")
-            if q is not None:
-                lo, hi = ax.get_xlim()
-                z = torch.linspace(lo, hi, 400)
-                ax.plot(z, torch.distributions.Normal(q.loc[i, 0], q.scale[i, 0]).log_prob(z).exp().detach(),
-                        color="tab:red", label="guide q(z|x)")
-            ax.set_xlabel("z")
-        else:
-            if grid is not None:
-                m = grid.num_points
-                a, b = grid.axes[i, 0], grid.axes[i, 1]
-                ax.contour(a, b, grid.log_density[i].exp().reshape(m, m).T, levels=6, colors="k")
-            if nuts:
-                d = nuts[i].flat().numpy()
-                ax.scatter(d[:, 0], d[:, 1], s=2, alpha=0.3, label="NUTS")
-            if q is not None:
-                ax.errorbar(float(q.loc[i, 0]), float(q.loc[i, 1]), xerr=2 * float(q.scale[i, 0]),
-                            yerr=2 * float(q.scale[i, 1]), color="tab:red", label="guide ±2 sd")
-            ax.set_xlabel("z1")
-            ax.set_ylabel("z2")
-        ax.set_title(f"x = ({', '.join(f'{v:.2f}' for v in x[i].tolist())})", fontsize=9)
-        ax.legend(fontsize=7)
-    fig.suptitle(f"{dataset.name}: posteriors", fontsize=10)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+    method = "nuts" if nuts else "quadrature"
+    fig = posterior_panel(dataset, x, guide=guide, method=method, grid=grid, nuts=nuts or None)
+    return figure_png_bytes(fig)
 
 
 def cmd_decompose(args: argparse.Namespace) -> int:

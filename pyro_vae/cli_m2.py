@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 
+import pyro_vae.inference.m2  # noqa: F401  registers the 'm2' pointer of `pyro-vae train --method`
 from guides.m2 import PAPER_TEMPERATURE
 
 

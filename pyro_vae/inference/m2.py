@@ -44,6 +44,7 @@ import torch
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO, config_enumerate
 from tqdm.auto import tqdm
 
+from pyro_vae.inference.methods import Method, register_method
 from pyro_vae.inference.objectives import bound_from_log_weights, log_weights
 from pyro_vae.inference.svi import TrainingError, TrainResult, collect_parameters
 from pyro_vae.models import unregistered
@@ -337,3 +338,15 @@ def check_weights(alpha, gamma) -> None:
         ok = ok and (value >= 0 if low_ok else value > 0)
         if not ok:
             raise ValueError(f"{name}={value!r}: expected a finite number {'>= 0' if low_ok else '> 0'}")
+
+
+# --------------------------------------------------------------------------- the method registry
+def _use_train_m2(*_args, **_kwargs):
+    raise ValueError("method='m2': the semi-supervised M2 model has its own command, `pyro-vae train-m2 DATASET "
+                     "--guide {enum,relaxed} --objective {elbo,iwae} --alpha A --gamma G ...` "
+                     "(pyro_vae.pipeline_m2.train_and_evaluate_m2)")
+
+
+# `pyro-vae train DATASET --method m2` points to `pyro-vae train-m2` instead of failing as unknown.
+register_method("m2", Method(_use_train_m2, {}, "semi-supervised M2 (004 §7): use `pyro-vae train-m2 DATASET`",
+                             _use_train_m2))

@@ -116,6 +116,11 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, argv, needle):
     assert not runs.exists()
 
 
-def test_plain_train_points_to_the_m2_model(tmp_path, capsys):
+def test_plain_train_points_to_train_m2(tmp_path, capsys):
     code, _, err = _run(capsys, "train", "discrete_semicircle", "--method", "vae", "--out", str(tmp_path / "r"))
     assert code == 2 and "M2 model" in err
+    code, _, err = _run(capsys, "train", "discrete_semicircle", "--method", "m2", "--out", str(tmp_path / "r"))
+    assert code == 2 and "pyro-vae train-m2 DATASET" in err and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()
+    code, out, _ = _run(capsys, "methods", "--json")
+    assert code == 0 and any(row["name"] == "m2" and "train-m2" in row["description"] for row in json.loads(out))

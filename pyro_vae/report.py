@@ -62,37 +62,49 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def build_rows(experiment, runs_dir: str | Path, quick: bool = False) -> list[Row]:
-    """Rows of the report for ``experiment`` from the finished runs in ``runs_dir``."""
+def select_runs(
+    experiment, runs_dir: str | Path, quick: bool = False, overrides: dict | None = None
+) -> dict[tuple[str, str], tuple[str, list]]:
+    """``(dataset, column) -> (selected grid point, its finished runs)`` by the experiment's rule.
+
+    ``quick`` and ``overrides`` must be those the sweep ran with (they are part of each run's config).
+    """
     store = RunStore(runs_dir)
     finished = {rec.config_hash: rec for rec in store.list(status="finished")}
-    groups: dict[tuple[str, str, str], list[dict]] = {}
-    for spec, point, cfg in experiment.labelled_runs(quick=quick):
+    groups: dict[tuple[str, str, str], list] = {}
+    for spec, point, cfg in experiment.labelled_runs(quick=quick, overrides=overrides):
         rec = finished.get(config_hash(cfg.resolved().to_dict()))
         if rec is None:
             continue
         split = {k: v for k, v in point.items() if k in experiment.split_by}
         column = spec.column + (f" [{_label(split, split)}]" if split else "")
-        key = (cfg.dataset, column, _label(point, spec.grid))
-        groups.setdefault(key, []).append(rec.metrics or {})
-    rows = []
+        groups.setdefault((cfg.dataset, column, _label(point, spec.grid)), []).append(rec)
     sign = 1.0 if experiment.select_mode == "max" else -1.0
+    selected = {}
     for dataset in experiment.datasets:
-        for method in columns(experiment):
-            candidates = {point: ms for (d, m, point), ms in groups.items() if d == dataset and m == method}
+        for column in columns(experiment):
+            candidates = {point: recs for (d, c, point), recs in groups.items() if (d, c) == (dataset, column)}
             if not candidates:
                 continue
 
             def score(point: str) -> float:
-                mean, _ = _mean_std([m.get(experiment.select_metric) for m in candidates[point]])
+                mean, _ = _mean_std([(r.metrics or {}).get(experiment.select_metric) for r in candidates[point]])
                 return -math.inf if mean is None else sign * mean
 
             point = max(candidates, key=score)
-            for metric in experiment.metrics:
-                mean, std = _mean_std([m.get(metric) for m in candidates[point]])
-                paper = experiment.paper_values.get(metric, {}).get(dataset, {}).get(method)
-                rows.append(Row(dataset, method, metric, point, mean, std, len(candidates[point]),
-                                paper[0] if paper else None, paper[1] if paper else None))
+            selected[(dataset, column)] = (point, candidates[point])
+    return selected
+
+
+def build_rows(experiment, runs_dir: str | Path, quick: bool = False, overrides: dict | None = None) -> list[Row]:
+    """Rows of the report for ``experiment`` from the finished runs in ``runs_dir`` (see :func:`select_runs`)."""
+    rows = []
+    for (dataset, column), (point, records) in select_runs(experiment, runs_dir, quick, overrides).items():
+        for metric in experiment.metrics:
+            mean, std = _mean_std([(r.metrics or {}).get(metric) for r in records])
+            paper = experiment.paper_values.get(metric, {}).get(dataset, {}).get(column)
+            rows.append(Row(dataset, column, metric, point, mean, std, len(records),
+                            paper[0] if paper else None, paper[1] if paper else None))
     return rows
 
 

@@ -77,6 +77,13 @@ def test_sweep_skips_finished_runs_and_reports(tiny, tmp_path):
     assert "| circle |" in md and "paper -1.000 ± 0.500" in md
     assert to_csv(tiny, rows).splitlines()[0].startswith("experiment,dataset,method,metric")
 
+    from pyro_vae.figures import experiment_figures
+
+    written = experiment_figures(tiny, tmp_path)
+    names = {p.name for p in written}
+    assert {"circle_density.png", "circle_aggregate_posterior.png"} <= names
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in written)
+
 
 @pytest.mark.slow
 def test_sweep_with_a_process_pool(tiny, tmp_path):

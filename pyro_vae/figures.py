@@ -1,0 +1,62 @@
+"""The figure panels of an experiment, from the runs its sweep recorded.
+
+For each data set: the true p(x) beside each method's learned p_θ(x) with f_θ(z) overlaid
+(004 Figures 4–5, 8–16 top rows); the posteriors at the experiment's marked points under the
+true and the learned f with the guide's q (bottom rows); the aggregate posterior against the
+prior (000 Figure 1E/F). Each method's model is the selected grid point's run on the first data
+version, its best restart.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from pyro_vae.plots import aggregate_posterior_panel, density_panel, posterior_panel, save_png
+from pyro_vae.report import select_runs
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text).strip("_")
+
+
+def experiment_figures(experiment, folder: str | Path, *, quick: bool = False, overrides: dict | None = None) -> list[Path]:
+    """Write the panels of ``experiment`` under ``folder/figures``; returns the paths written."""
+    from pyro_vae.pipeline import load_trained
+
+    folder = Path(folder)
+    selected = select_runs(experiment, folder / "runs", quick, overrides)
+    written = []
+    for dataset_name in experiment.datasets:
+        trained = {}
+        for (dataset, column), (_, records) in selected.items():
+            if dataset != dataset_name or not records:
+                continue
+            first = min(records, key=lambda r: (r.config or {}).get("data_seed", 0))
+            _, ds, model, guide, _ = load_trained(first.run_dir)
+            trained[column] = (ds, model, guide)
+        if not trained:
+            continue
+        ds = next(iter(trained.values()))[0]
+        if ds.obs_dim > 5:
+            continue
+        models = {col: model for col, (_, model, _) in trained.items() if model.latent_dim == ds.latent_dim}
+        written.append(save_png(density_panel(ds, models or None), folder / "figures" / f"{dataset_name}_density.png"))
+        points = experiment.figures.get("points", {}).get(dataset_name)
+        if points and ds.latent_dim <= 2:
+            x = torch.tensor(points, dtype=torch.float32)
+            for col, (_, model, guide) in trained.items():
+                if model.latent_dim > 2:
+                    continue
+                fig = posterior_panel(ds, x, model=model, guide=guide)
+                written.append(save_png(fig, folder / "figures" / f"{dataset_name}_posteriors_{_slug(col)}.png"))
+        x_test = ds.splits(0).test.x
+        guides = {
+            col: guide for col, (_, _, guide) in trained.items()
+            if hasattr(guide, "distribution") and getattr(guide, "latent_dim", 1) <= 2
+        }
+        if guides:
+            fig = aggregate_posterior_panel(guides, x_test)
+            written.append(save_png(fig, folder / "figures" / f"{dataset_name}_aggregate_posterior.png"))
+    return written

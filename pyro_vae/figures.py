@@ -21,6 +21,19 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in text).strip("_")
 
 
+def _landscape(folder: Path) -> list[Path]:
+    """000 Figure 1A/B: min_φ of the objective and I(X; Z) over the diagonal B of LinearJTE."""
+    from pyro_vae.plots import landscape_panel, linear_jte_landscape
+
+    land = linear_jte_landscape()
+    return [
+        save_png(landscape_panel(land.pmo, land.b1, land.b2, title="L(θ, φ*) = MLEO + PMO over B (000 Fig. 1A)"),
+                 folder / "landscape_objective.png"),
+        save_png(landscape_panel(land.mutual_info, land.b1, land.b2, title="I(X; Z) over B (000 Fig. 1B)", mark="max"),
+                 folder / "landscape_mutual_info.png"),
+    ]
+
+
 def experiment_figures(experiment, folder: str | Path, *, quick: bool = False, overrides: dict | None = None) -> list[Path]:
     """Write the panels of ``experiment`` under ``folder/figures``; returns the paths written."""
     from pyro_vae.pipeline import load_trained
@@ -28,6 +41,8 @@ def experiment_figures(experiment, folder: str | Path, *, quick: bool = False, o
     folder = Path(folder)
     selected = select_runs(experiment, folder / "runs", quick, overrides)
     written = []
+    if experiment.figures.get("landscape"):
+        written += _landscape(folder / "figures")
     for dataset_name in experiment.datasets:
         trained = {}
         for (dataset, column), (_, records) in selected.items():

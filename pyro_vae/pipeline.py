@@ -339,3 +339,4 @@ def evaluate_run(run_dir: str | Path, *, device: str = "cpu", eval_samples: int 
     metrics = evaluate_model(model, guide, dataset, splits.test.x, eval_samples=eval_samples or config.eval_samples, seed=config.seed)
     merged = update_metrics(run_dir, metrics)
     return {"run_dir": str(run_dir), "best_restart": merged.get("best_restart", old.get("best_restart")), "metrics": merged}
+import guides.flow  # noqa: E402,F401  registers --guide flow

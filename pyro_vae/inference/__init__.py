@@ -14,3 +14,4 @@ __all__ = [
     "validation_objective",
 ]
 from pyro_vae.inference import lagging as _lagging  # noqa: E402,F401  registers --method lin, lin_segments
+from pyro_vae.inference import libi as _libi  # noqa: E402,F401  registers --method libi

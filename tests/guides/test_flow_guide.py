@@ -73,7 +73,7 @@ def test_restart_batched_flow_equals_its_single_restarts():
     assert not hasattr(guide, "distribution")  # that name promises a diagonal Normal elsewhere
 
 
-@pytest.mark.parametrize("method,objective", [("vae", "elbo"), ("iwae", "iwae"), ("beta", "beta")])
+@pytest.mark.parametrize("method,objective", [("vae", "elbo"), ("iwae", "iwae"), ("beta", "beta"), ("libi", None)])
 def test_flow_guide_trains_with_every_objective_and_method(method, objective):
     """``--guide flow`` through the method registry (restarts batched, K = 2, correlated posteriors)."""
     ds = get_dataset("linear_jte")

@@ -144,6 +144,7 @@ class M2Model(nn.Module):
             raise ValueError(f"noise_var={noise_var!r}: expected positive variances")
         lead = (1,) if num_restarts is None else (num_restarts, 1)
         self.register_buffer("log_noise_var", log_var.expand(*lead, obs_dim).clone())
+        self.restart_buffers = () if num_restarts is None else ("log_noise_var",)  # see nets.select_restart
         if label_kind == "discrete":
             probs = torch.full((label_dim,), 1.0 / label_dim) if label_probs is None else torch.as_tensor(
                 label_probs, dtype=torch.get_default_dtype())

@@ -41,6 +41,9 @@ def cmd_posterior(args: argparse.Namespace) -> int:
         from pyro_vae.pipeline import load_trained
 
         config, dataset, _, guide, _ = load_trained(args.run)
+        if not hasattr(guide, "distribution"):
+            raise ValueError(f"--run {args.run!r}: its guide ({config.guide}) has no Gaussian q(z|x) to compare; "
+                             "the comparison needs a mean-field guide")
         if config.dataset != args.dataset:
             raise ValueError(f"--run {args.run!r} was trained on {config.dataset!r}, not {args.dataset!r}")
     else:

@@ -97,6 +97,7 @@ class VAEModel(nn.Module):
         else:
             self.register_buffer("log_noise_var", log_var)
         self.decoder = decoder
+        self.restart_buffers = () if noise == "learned" or num_restarts is None else ("log_noise_var",)
         self.latent_dim, self.obs_dim, self.num_restarts = latent_dim, obs_dim, num_restarts
         self.noise, self.name = noise, name
 

@@ -112,8 +112,9 @@ def select_restart(module: nn.Module, index: int) -> nn.Module:
     """An unbatched copy of restart ``index`` of a restart-batched module.
 
     Every submodule with a ``num_restarts`` attribute has the leading dimension of its own
-    parameters and buffers indexed at ``index`` and its ``num_restarts`` set to ``None``;
-    everything else is copied as it is. The copy shares no storage with the original.
+    parameters indexed at ``index`` — and of the buffers it names in ``restart_buffers`` (fixed
+    constants such as a family's true A stay whole, even when a dimension happens to equal R) —
+    and its ``num_restarts`` set to ``None``. The copy shares no storage with the original.
     """
     import copy
 
@@ -127,9 +128,8 @@ def select_restart(module: nn.Module, index: int) -> nn.Module:
         for name, value in list(sub.named_parameters(recurse=False)):
             if value.dim() > 0 and value.shape[0] == restarts:
                 setattr(sub, name, nn.Parameter(value.detach()[index].clone(), value.requires_grad))
-        for name, value in list(sub.named_buffers(recurse=False)):
-            if value is not None and value.dim() > 0 and value.shape[0] == restarts:
-                sub.register_buffer(name, value[index].clone())
+        for name in getattr(sub, "restart_buffers", ()):
+            sub.register_buffer(name, getattr(sub, name)[index].clone())
         sub.num_restarts = None
     return out
 

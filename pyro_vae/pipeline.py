@@ -95,6 +95,8 @@ class RunConfig:
             raise ValueError(f"init={self.init!r}: expected one of {INITS}")
         if self.noise not in NOISES:
             raise ValueError(f"noise={self.noise!r}: expected one of {NOISES}")
+        if self.noise == "posthoc" and self.guide != "mean_field":
+            raise ValueError(f"noise='posthoc' needs the Gaussian guide for Eq. 9's expectation; guide={self.guide!r}")
         if any(not isinstance(h, int) or h < 1 for h in self.hidden):
             raise ValueError(f"hidden={self.hidden!r}: expected positive integers")
         resolve_device(self.device)

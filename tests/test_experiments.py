@@ -1,0 +1,46 @@
+"""Every experiment config parses, validates, and runs in quick mode at tiny sizes (a smoke test)."""
+
+import pytest
+
+from pyro_vae.experiments import experiment_names, load_experiment
+from pyro_vae.report import build_rows, columns, to_markdown
+from pyro_vae.runs.sweep import run_sweep
+
+TINY = {"epochs": 2, "restarts": 2, "eval_samples": 50, "hidden": (8,), "gt_fit_steps": 20}
+
+
+def test_there_is_a_config_per_table():
+    names = set(experiment_names())
+    assert {"004_table1", "004_table2", "004_spiral_noise", "000_table1"} <= names
+
+
+@pytest.mark.parametrize("name", experiment_names())
+def test_config_validates_and_carries_the_papers_numbers(name):
+    exp = load_experiment(name)
+    full, quick = exp.runs(), exp.runs(quick=True)
+    assert 0 < len(quick) <= len(full)
+    for cfg in full:
+        cfg.validate()  # every method, option and data set exists
+    # every paper value names a data set and a column of the report
+    cols = set(columns(exp))
+    for metric, per_dataset in exp.paper_values.items():
+        assert metric in exp.metrics, metric
+        for dataset, per_column in per_dataset.items():
+            assert dataset in exp.datasets, dataset
+            assert set(per_column) <= cols, (set(per_column) - cols)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", experiment_names())
+def test_quick_mode_runs_end_to_end_at_tiny_sizes(name, tmp_path):
+    exp = load_experiment(name)
+    configs = exp.runs(quick=True, overrides=TINY)
+    # one data set per config keeps the smoke test short; the others share the code path
+    configs = [c for c in configs if c.dataset == exp.datasets[0]]
+    result = run_sweep(configs, tmp_path / "runs", progress=False)
+    assert result.failed == [] and result.ran == len(configs)
+    rows = build_rows(exp, tmp_path / "runs", quick=True, overrides=TINY)
+    first = [r for r in rows if r.dataset == exp.datasets[0]]
+    assert first and all(r.versions >= 1 for r in first)
+    assert any(r.ours_mean is not None for r in first)
+    assert exp.datasets[0] in to_markdown(exp, rows, quick=True)

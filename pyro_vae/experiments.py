@@ -24,10 +24,18 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from pyro_vae.pipeline import RunConfig
+from pyro_vae.pipeline_m2 import M2Config
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
 KINDS = ("unsupervised", "m2")
+UCI_SETS = ("diabetic_retinopathy", "contraceptive", "titanic")
 RUN_FIELDS = {f.name for f in dataclasses.fields(RunConfig)}
+M2_FIELDS = {f.name for f in dataclasses.fields(M2Config)}
+
+
+def resolved(cfg):
+    """What the run store hashes: a RunConfig with its method's options completed; an M2Config as is."""
+    return cfg.resolved() if hasattr(cfg, "resolved") else cfg
 
 
 @dataclass
@@ -82,6 +90,7 @@ class Experiment:
 
         ``overrides`` (run settings) win over everything, e.g. tiny sizes for a smoke test.
         """
+        fields_allowed = M2_FIELDS if self.kind == "m2" else RUN_FIELDS
         versions = self.quick.get("versions", self.versions[:1]) if quick else self.versions
         train = {**self.train, **(self.quick.get("train", {}) if quick else {})}
         if device is not None:
@@ -89,17 +98,23 @@ class Experiment:
         out = []
         for version, dataset, method in itertools.product(versions, self.datasets, self.methods):
             for point in method.points(quick and self.quick.get("grid", "first") == "first"):
-                fields = {**train, **method.fixed, **{k: v for k, v in point.items() if k in RUN_FIELDS}}
-                options = {k: v for k, v in {**method.fixed, **point}.items() if k not in RUN_FIELDS}
-                fields = {k: v for k, v in fields.items() if k in RUN_FIELDS}
+                fields = {**train, **method.fixed, **{k: v for k, v in point.items() if k in fields_allowed}}
+                options = {k: v for k, v in {**method.fixed, **point}.items() if k not in fields_allowed}
+                fields = {k: v for k, v in fields.items() if k in fields_allowed}
                 if "hidden" in fields:
                     fields["hidden"] = tuple(fields["hidden"])
                 if quick and fields.get("anneal_epochs") and "epochs" in self.train:
                     # keep the protocol's shape: the warm-up takes the same fraction of training
                     ratio = fields.get("epochs", self.train["epochs"]) / self.train["epochs"]
                     fields["anneal_epochs"] = max(1, round(fields["anneal_epochs"] * ratio))
-                fields.update(overrides or {})
-                cfg = RunConfig(dataset=dataset, method=method.name, data_seed=version, options=options, **fields)
+                fields.update({k: v for k, v in (overrides or {}).items() if k in fields_allowed})
+                if self.kind == "m2":
+                    if options:
+                        raise ValueError(f"{self.source}: {sorted(options)[0]!r} is not an M2 run setting")
+                    version_field = {"split": version} if dataset in UCI_SETS else {"data_seed": version}
+                    cfg = M2Config(dataset=dataset, **version_field, **fields)
+                else:
+                    cfg = RunConfig(dataset=dataset, method=method.name, data_seed=version, options=options, **fields)
                 out.append((method, point, cfg))
         return out
 
@@ -131,7 +146,7 @@ def parse_experiment(data: dict, source: Path) -> Experiment:
     mode = select.get("mode", "max")
     if mode not in ("max", "min"):
         raise ValueError(f"{where}: select.mode={mode!r}, expected 'max' or 'min'")
-    unknown = sorted(set(data.get("train", {})) - RUN_FIELDS)
+    unknown = sorted(set(data.get("train", {})) - (M2_FIELDS if kind == "m2" else RUN_FIELDS))
     if unknown:
         raise ValueError(f"{where}: train.{unknown[0]} is not a run setting; expected some of {sorted(RUN_FIELDS)}")
     return Experiment(

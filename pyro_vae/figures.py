@@ -39,6 +39,8 @@ def experiment_figures(experiment, folder: str | Path, *, quick: bool = False, o
     from pyro_vae.pipeline import load_trained
 
     folder = Path(folder)
+    if experiment.kind != "unsupervised":
+        return []  # M2 panels: pyro_vae.plots.m2_panel from a run (pipeline_m2.load_trained_m2)
     selected = select_runs(experiment, folder / "runs", quick, overrides)
     written = []
     if experiment.figures.get("landscape"):

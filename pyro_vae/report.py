@@ -17,7 +17,21 @@ import statistics
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from pyro_vae.experiments import resolved
 from pyro_vae.runs.store import RunStore, config_hash
+
+
+def metric_value(metrics: dict, path: str):
+    """``metrics["a"]["b"]`` for ``"a.b"``; list items by index (``"cohorts.0.smooth_knn.mean"``)."""
+    value = metrics
+    for part in path.split("."):
+        if isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        elif isinstance(value, dict) and part in value:
+            value = value[part]
+        else:
+            return None
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 class Row(NamedTuple):
@@ -73,7 +87,7 @@ def select_runs(
     finished = {rec.config_hash: rec for rec in store.list(status="finished")}
     groups: dict[tuple[str, str, str], list] = {}
     for spec, point, cfg in experiment.labelled_runs(quick=quick, overrides=overrides):
-        rec = finished.get(config_hash(cfg.resolved().to_dict()))
+        rec = finished.get(config_hash(resolved(cfg).to_dict()))
         if rec is None:
             continue
         split = {k: v for k, v in point.items() if k in experiment.split_by}
@@ -88,7 +102,7 @@ def select_runs(
                 continue
 
             def score(point: str) -> float:
-                mean, _ = _mean_std([(r.metrics or {}).get(experiment.select_metric) for r in candidates[point]])
+                mean, _ = _mean_std([metric_value(r.metrics or {}, experiment.select_metric) for r in candidates[point]])
                 return -math.inf if mean is None else sign * mean
 
             point = max(candidates, key=score)
@@ -101,7 +115,7 @@ def build_rows(experiment, runs_dir: str | Path, quick: bool = False, overrides:
     rows = []
     for (dataset, column), (point, records) in select_runs(experiment, runs_dir, quick, overrides).items():
         for metric in experiment.metrics:
-            mean, std = _mean_std([(r.metrics or {}).get(metric) for r in records])
+            mean, std = _mean_std([metric_value(r.metrics or {}, metric) for r in records])
             paper = experiment.paper_values.get(metric, {}).get(dataset, {}).get(column)
             rows.append(Row(dataset, column, metric, point, mean, std, len(records),
                             paper[0] if paper else None, paper[1] if paper else None))

@@ -35,15 +35,19 @@ def _execute(config_dict: dict, runs_dir: str, threads: int | None) -> dict:
     """Run one config in a worker (a top-level function, so process pools can pickle it)."""
     import torch
 
-    from pyro_vae.pipeline import RunConfig, train_and_evaluate
-
     if threads:
         torch.set_num_threads(threads)
+    if config_dict.get("method") == "m2":
+        from pyro_vae.pipeline_m2 import M2Config, train_and_evaluate_m2
+
+        return train_and_evaluate_m2(M2Config.from_dict(config_dict), runs_dir, progress=False)
+    from pyro_vae.pipeline import RunConfig, train_and_evaluate
+
     return train_and_evaluate(RunConfig.from_dict(config_dict), runs_dir, progress=False)
 
 
 def _label(cfg) -> str:
-    opts = ",".join(f"{k}={v}" for k, v in sorted(cfg.options.items()))
+    opts = ",".join(f"{k}={v}" for k, v in sorted(getattr(cfg, "options", {}).items()))
     return f"{cfg.dataset}/{cfg.method}{'[' + opts + ']' if opts else ''}/v{cfg.data_seed}"
 
 
@@ -72,10 +76,12 @@ def run_sweep(
         raise ValueError(f"executor={executor!r}: expected one of {EXECUTORS}")
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers={workers!r}: expected a positive integer")
+    from pyro_vae.experiments import resolved as _resolved
+
     resolved = []
     for cfg in configs:
         cfg.validate()
-        resolved.append(cfg.resolved())
+        resolved.append(_resolved(cfg))
     store = RunStore(runs_dir)
     todo = pending(resolved, store)
     skipped = len(resolved) - len(todo)
@@ -135,7 +141,9 @@ def _run_ray(jobs, labels, address, workers, execute, done) -> None:
 
 def sweep_status(configs: Sequence, runs_dir: str | Path) -> dict[str, Any]:
     """How many of ``configs`` are finished in ``runs_dir``."""
-    resolved = [cfg.resolved() for cfg in configs]
+    from pyro_vae.experiments import resolved as _resolved
+
+    resolved = [_resolved(cfg) for cfg in configs]
     store = RunStore(runs_dir)
     left = pending(resolved, store)
     return {"total": len(resolved), "finished": len(resolved) - len(left), "pending": [_label(c) for c in left]}

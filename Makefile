@@ -18,7 +18,7 @@ $(VENV)/.installed: $(BIN)/python setup.cfg
 	touch $@
 
 $(VENV)/.installed-test: $(BIN)/python setup.cfg
-	$(PIP) install -e ".[test]"
+	$(PIP) install -e ".[test,ray]"
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed

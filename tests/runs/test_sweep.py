@@ -133,6 +133,7 @@ def test_bad_sweep_arguments(tiny, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_ray_executor(tiny, tmp_path):
     pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'pyro-vae[ray]'")
     result = run_sweep(tiny.runs()[:2], tmp_path / "runs", executor="ray", workers=2, progress=False)

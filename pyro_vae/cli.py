@@ -266,7 +266,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def route_m2(argv: list[str]) -> list[str]:
+    """``train DATASET --method m2 ...`` is ``train-m2 DATASET ...`` (the M2 options live there)."""
+    if argv[:1] != ["train"]:
+        return argv
+    for i, token in enumerate(argv):
+        if token == "--method=m2":
+            return ["train-m2", *argv[1:i], *argv[i + 1 :]]
+        if token == "--method" and argv[i + 1 : i + 2] == ["m2"]:
+            return ["train-m2", *argv[1:i], *argv[i + 2 :]]
+    return argv
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = route_m2(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
     from pyro_vae.inference import TrainingError
 

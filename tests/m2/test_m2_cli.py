@@ -119,8 +119,14 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, argv, needle):
 def test_plain_train_points_to_train_m2(tmp_path, capsys):
     code, _, err = _run(capsys, "train", "discrete_semicircle", "--method", "vae", "--out", str(tmp_path / "r"))
     assert code == 2 and "M2 model" in err
-    code, _, err = _run(capsys, "train", "discrete_semicircle", "--method", "m2", "--out", str(tmp_path / "r"))
-    assert code == 2 and "pyro-vae train-m2 DATASET" in err and err.count("\n") == 1
     assert not (tmp_path / "r").exists()
+    # `train DATASET --method m2 ...` is `train-m2 DATASET ...`, with every M2 option
+    code, out, _ = _run(capsys, "train", "discrete_semicircle", "--method", "m2", "--guide", "relaxed",
+                        "--alpha", "0.5", *QUICK, "--json", "--out", str(tmp_path / "r"))
+    summary = json.loads(out)
+    config = json.loads((Path(summary["run_dir"]) / "config.json").read_text())
+    assert code == 0 and (config["guide"], config["alpha"], config["method"]) == ("relaxed", 0.5, "m2")
+    code, _, err = _run(capsys, "train", "figure8", "--method=m2", "--out", str(tmp_path / "r2"))
+    assert code == 2 and "figure8" in err and not (tmp_path / "r2").exists()
     code, out, _ = _run(capsys, "methods", "--json")
     assert code == 0 and any(row["name"] == "m2" and "train-m2" in row["description"] for row in json.loads(out))

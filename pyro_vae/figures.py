@@ -34,13 +34,35 @@ def _landscape(folder: Path) -> list[Path]:
     ]
 
 
+def _m2_figures(experiment, folder: Path, quick: bool, overrides: dict | None) -> list[Path]:
+    """004 Figures 17–22: f(z, y) per label and p(x | y) per cohort, the truth beside each method."""
+    from pyro_vae.pipeline_m2 import cohorts, load_trained_m2, sample_m2
+    from pyro_vae.plots import m2_panel
+
+    written, truths = [], set()
+    for (dataset_name, column), (_, records) in select_runs(experiment, folder / "runs", quick, overrides).items():
+        first = min(records, key=lambda r: ((r.config or {}).get("data_seed", 0), (r.config or {}).get("split", 0)))
+        _, ds, model, _, _ = load_trained_m2(first.run_dir)
+        labels = dict(cohorts(ds))
+        with torch.no_grad():
+            samples = {name: sample_m2(model, 500, y=y, seed=0) for name, y in labels.items()}
+        if dataset_name.endswith("semicircle") and dataset_name not in truths:
+            truths.add(dataset_name)
+            truth = m2_panel(ds.f, label_values=labels)
+            written.append(save_png(truth, folder / "figures" / f"{dataset_name}_true_f.png"))
+        if ds.obs_dim == 2:
+            fig = m2_panel(model.f, label_values=labels, samples=samples)
+            written.append(save_png(fig, folder / "figures" / f"{dataset_name}_{_slug(column)}_f_and_cohorts.png"))
+    return written
+
+
 def experiment_figures(experiment, folder: str | Path, *, quick: bool = False, overrides: dict | None = None) -> list[Path]:
     """Write the panels of ``experiment`` under ``folder/figures``; returns the paths written."""
     from pyro_vae.pipeline import load_trained
 
     folder = Path(folder)
-    if experiment.kind != "unsupervised":
-        return []  # M2 panels: pyro_vae.plots.m2_panel from a run (pipeline_m2.load_trained_m2)
+    if experiment.kind == "m2":
+        return _m2_figures(experiment, folder, quick, overrides)
     selected = select_runs(experiment, folder / "runs", quick, overrides)
     written = []
     if experiment.figures.get("landscape"):

@@ -3,6 +3,7 @@
     pyro-vae train-m2 discrete_semicircle --guide enum --objective iwae --particles 20 \\
         --alpha 0.1 --gamma 1 --labelled-fraction 0.1 --restarts 5
     pyro-vae train-m2 titanic --guide relaxed --split 2 --data-dir ../shared/data/uci
+    pyro-vae train-m2 discrete_semicircle --lagging --lin-threshold 0.05 --lin-window 10
 
 Bad input prints one error line naming the argument and exits with code 2 before anything is
 written (through the ``pyro-vae`` entry point's handler).
@@ -44,6 +45,9 @@ def _config_from_args(args: argparse.Namespace):
         eval_samples=args.eval_samples,
         counterfactuals=args.counterfactuals,
         data_dir=args.data_dir,
+        lagging=args.lagging,
+        lin_threshold=args.lin_threshold,
+        lin_window=args.lin_window,
     )
 
 
@@ -105,6 +109,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--straight-through", action="store_true", help="relaxed guide: one-hot draws, relaxed gradients")
     p.add_argument("--z-encoder", default="xy",
                    help="xy: q(z|x,y) (Kingma et al. 2014); x: q(z|x), the factorised q(y|x)q(z|x) of Eqs. 13, 15 of 004")
+    p.add_argument("--lagging", action="store_true",
+                   help="Lagging Inference Networks (He et al. 2019): aggressive guide-only inner loops (004 LIN)")
+    p.add_argument("--lin-threshold", type=float, default=0.1, help="LIN inner-loop threshold T, nats per point")
+    p.add_argument("--lin-window", type=int, default=5, help="LIN inner-loop window R (steps averaged)")
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--lr", type=float, default=1e-3)

@@ -1,0 +1,193 @@
+"""Lagging Inference Networks (He et al. 2019) for the semi-supervised M2 model (004 Tables 3–4, LIN).
+
+:func:`train_m2_lagging` is :func:`pyro_vae.inference.lagging.train_lagging` with the M2
+objective J (Eq. 5 of 004, :func:`pyro_vae.inference.m2.m2_objective`) as the loss. The
+*inference network* is the whole guide — ``q_φ(y | x)`` and ``q_φ(z | x, y)`` — and the
+*decoder* the model's parameters. While a restart is aggressive, each minibatch starts with a
+guide-only inner loop (:func:`~pyro_vae.inference.lagging.encoder_inner_loop`: the first step on
+the minibatch, then fresh random minibatches of labelled and unlabelled points together) that
+stops once the window-mean −J per point fell by less than ``threshold`` (at most
+``max_inner_steps``); then one decoder-only step on the minibatch. ``threshold = T`` and
+``window = R`` of 004 App. D's grid, as in the unsupervised variant.
+
+Leaving aggressive mode: at each epoch's end I_q(x; z) is estimated on the validation ``x``;
+a restart whose I_q rose by less than ``mi_threshold`` in an epoch is a plain M2 run from then
+on. I_q needs one Gaussian encoder per point, so the codes come from ``q_φ(z | x, ŷ)`` at the
+classifier's *predicted* label ``ŷ`` (the argmax one-hot of ``q_φ(y | x)`` for a discrete label,
+its mean for a continuous one) for every validation point, labelled or not — the encoder as it
+is used on unlabelled data, at its most probable branch, rather than the non-Gaussian mixture
+over enumerated labels. With ``z_given_y=False`` this is exactly I_q of the z-encoder ``q_φ(z | x)``.
+
+Restarts are a batch dimension with their own aggressive flags; :class:`RestartAdam` keeps a
+masked restart bit-for-bit unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from typing import Callable
+
+import pyro
+import torch
+from tqdm.auto import tqdm
+
+from pyro_vae.inference.lagging import RestartAdam, _frozen, check_lin_options, encoder_inner_loop
+from pyro_vae.inference.m2 import KINDS, _check_split, _parts, check_weights, m2_objective, validation_objective_m2
+from pyro_vae.inference.svi import TrainingError, TrainResult, _check_positive_int, collect_parameters
+from pyro_vae.metrics.mutual_info import mutual_info_gaussian_encoder
+from pyro_vae.models import unregistered
+
+__all__ = ["predicted_labels", "m2_mutual_info", "train_m2_lagging"]
+
+
+def predicted_labels(guide, x: torch.Tensor) -> torch.Tensor:
+    """``ŷ`` per point, ``([R,] N, label_dim)``: argmax one-hot of ``q(y|x)``, or its mean."""
+    q = guide.label_distribution(x)
+    if getattr(guide, "label_kind", "discrete") == "continuous":
+        return q.mean
+    logits = guide.classifier(x)
+    return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).to(x)
+
+
+def m2_mutual_info(guide, x: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """I_q(x; z) of ``q_φ(z | x, ŷ)`` per restart, nats, ``(R,)`` (one code per point, fixed seed)."""
+    with torch.no_grad():
+        q = guide.latent_distribution(x, predicted_labels(guide, x))
+        loc, scale = q.loc.reshape(-1, *q.loc.shape[-2:]), q.scale.reshape(-1, *q.scale.shape[-2:])
+        return torch.stack([mutual_info_gaussian_encoder(loc[r], scale[r], num_samples=1, seed=seed, per_dim=False).cpu()
+                            for r in range(loc.shape[0])])
+
+
+def train_m2_lagging(
+    model: Callable, guide: Callable, train, val=None, *, objective: str = "elbo", alpha: float = 0.0,
+    gamma: float = 1.0, num_particles: int = 1, threshold: float = 0.1, window: int = 5, max_inner_steps: int = 100,
+    mi_threshold: float = 0.0, epochs: int = 100, batch_size: int = 100, lr: float = 1e-3, seed: int = 0,
+    progress: bool = True, callback: Callable[[int, dict], None] | None = None,
+) -> TrainResult:
+    """Fit an M2 model and guide by maximising J with aggressive guide training (module doc).
+
+    Parameters
+    ----------
+    model, guide, train, val, objective, alpha, gamma, num_particles, epochs, batch_size, lr, seed
+        As in :func:`pyro_vae.inference.m2.train_m2`.
+    threshold, window, max_inner_steps
+        The inner loop's stopping rule (T and R of 004 App. D, nats per point) and length cap.
+    mi_threshold : float
+        Leave aggressive mode when I_q(x; z) on ``val.x`` rose by less than this in an epoch.
+
+    Returns
+    -------
+    TrainResult
+        Rows as in ``train_m2`` plus ``aggressive`` (during the epoch), ``inner_steps`` (guide-only
+        steps in the epoch) and ``mutual_info`` (I_q at its end while aggressive, else None).
+        ``steps`` counts inner and outer steps.
+
+    Raises
+    ------
+    ValueError
+        Bad arguments (naming them), before any work.
+    TrainingError
+        A non-finite loss; the message names the step and restart.
+    """
+    check_lin_options(dict(threshold=threshold, window=window, max_inner_steps=max_inner_steps,
+                           mi_threshold=mi_threshold))
+    if objective not in KINDS:
+        raise ValueError(f"objective={objective!r}: expected one of {KINDS}")
+    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("num_particles", num_particles)):
+        _check_positive_int(name, value)
+    check_weights(alpha, gamma)
+    if not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0):
+        raise ValueError(f"lr={lr!r}: expected a positive number")
+    _check_split("train", train)
+    val = train if val is None else val
+    _check_split("val", val)
+    n = train.x.shape[0]
+    if batch_size > n:
+        raise ValueError(f"batch_size={batch_size}: larger than the {n} training points")
+    particles = num_particles if objective == "iwae" else 1
+    decoder = collect_parameters(model)
+    seen = {id(p) for p in decoder}
+    encoder = [p for p in collect_parameters(guide) if id(p) not in seen]
+    if not encoder or not decoder:
+        raise ValueError("lagging inference needs trainable parameters in both the guide and the model")
+    batched = getattr(model, "num_restarts", None)
+    enc_optim, dec_optim = RestartAdam(encoder, batched, lr), RestartAdam(decoder, batched, lr)
+    restarts, dev = batched or 1, train.x.device
+    everyone = torch.ones(restarts, dtype=torch.bool, device=dev)
+    aggressive, was = everyone.clone(), everyone.clone()
+    previous_mi = torch.full((restarts,), -math.inf, dtype=torch.float64)
+    inner = torch.zeros(restarts, dtype=torch.long, device=dev)
+    where, step = [""], 0
+
+    def loss_fn(idx: torch.Tensor) -> torch.Tensor:
+        """−J per restart summed over the minibatch ``idx`` of ``train``; TrainingError if not finite."""
+        try:
+            loss = -m2_objective(model, guide, *_parts(train, idx), alpha=alpha, gamma=gamma, kind=objective,
+                                 num_particles=particles)
+        except ValueError as err:  # Pyro's validation meets a NaN before the loss does
+            if "invalid values" not in str(err):
+                raise
+            raise TrainingError(f"non-finite values at {where[0]}: {str(err).splitlines()[0]}") from err
+        if not torch.isfinite(loss).all():
+            bad = int((~torch.isfinite(loss)).nonzero()[0, 0])
+            raise TrainingError(f"loss is {loss[bad].item()} at {where[0]} in restart {bad}; nothing was saved")
+        return loss
+
+    pyro.set_rng_seed(seed)
+    gen, inner_gen = torch.Generator().manual_seed(seed), torch.Generator()
+    steps_per_epoch = -(-n // batch_size)
+    history: list[dict] = []
+    val_obj, start = torch.full((restarts,), float("nan")), time.perf_counter()
+    with unregistered():
+        bar = tqdm(range(1, epochs + 1), desc=f"train m2 lin {objective}", disable=not progress, leave=False,
+                   unit="epoch")
+        for epoch in bar:
+            order = torch.randperm(n, generator=gen).to(dev)
+            seeds = torch.randint(2**62, (steps_per_epoch,), generator=gen).tolist()
+            epoch_loss = torch.zeros(restarts, device=dev)
+            for i in range(steps_per_epoch):
+                idx = order[i * batch_size: (i + 1) * batch_size]
+                if bool(aggressive.any()):
+                    inner_gen.manual_seed(seeds[i])  # the same fresh minibatches however long the loop runs
+
+                    def batch(j, idx=idx):
+                        return idx if j == 0 else torch.randperm(n, generator=inner_gen)[:batch_size].to(dev)
+
+                    where[0] = f"a guide-only step after step {step} (epoch {epoch})"
+                    taken = encoder_inner_loop(loss_fn, enc_optim, decoder, batch, aggressive, threshold=threshold,
+                                               window=window, max_steps=max_inner_steps)
+                    inner += taken
+                    step += int(taken.max())
+                where[0] = f"step {step + 1} (epoch {epoch})"
+                loss = loss_fn(idx)
+                enc_optim.zero_grad(), dec_optim.zero_grad()
+                with _frozen(encoder) if bool(aggressive.all()) else contextlib.nullcontext():
+                    loss.sum().backward()
+                dec_optim.step(everyone)
+                enc_optim.step(~aggressive)  # aggressive restarts take a decoder-only step
+                epoch_loss += loss.detach()
+                step += 1
+            extra = {"aggressive": was.tolist(), "inner_steps": inner.tolist()}
+            mi = [None] * restarts
+            if bool(aggressive.any()):
+                current = m2_mutual_info(guide, val.x, seed)
+                mi = [float(v) if a else None for v, a in zip(current, aggressive.tolist())]
+                aggressive &= ((current - previous_mi) >= mi_threshold).to(dev)
+                previous_mi = current
+            inner.zero_()
+            was = aggressive.clone()
+            val_obj = validation_objective_m2(model, guide, val, alpha=alpha, gamma=gamma, kind=objective,
+                                              num_particles=particles)
+            train_loss = (epoch_loss / n).cpu()
+            for r in range(restarts):
+                row = {"epoch": epoch, "restart": r, "train_loss": float(train_loss[r]),
+                       "val_objective": float(val_obj[r]), "aggressive": extra["aggressive"][r],
+                       "inner_steps": extra["inner_steps"][r], "mutual_info": mi[r]}
+                history.append(row)
+                if callback is not None:
+                    callback(step, row)
+            bar.set_postfix(loss=f"{train_loss.min().item():.4f}", val=f"{val_obj.max().item():.4f}")
+    best = int(torch.nan_to_num(val_obj, nan=-float("inf")).argmax())
+    return TrainResult(history, val_obj, best, step, time.perf_counter() - start)

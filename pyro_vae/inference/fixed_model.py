@@ -29,8 +29,17 @@ DECODERS = ("mlp", "family")
 
 @contextlib.contextmanager
 def frozen(module):
-    """Turn off ``requires_grad`` on ``module``'s parameters inside the block, then restore it."""
-    params = list(module.parameters()) if isinstance(module, nn.Module) else []
+    """Turn off ``requires_grad`` inside the block, then restore it.
+
+    ``module`` is an ``nn.Module`` (its parameters), a sequence of tensors, or any other
+    callable (nothing to freeze).
+    """
+    if isinstance(module, nn.Module):
+        params = list(module.parameters())
+    elif isinstance(module, (list, tuple)):
+        params = list(module)
+    else:
+        params = []
     flags = [p.requires_grad for p in params]
     try:
         for p in params:

@@ -44,6 +44,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pyro_vae.inference.methods import Method, register_method
+from pyro_vae.inference.fixed_model import frozen as _frozen  # no gradients for the given params
 from pyro_vae.inference.objectives import VariationalObjective
 from pyro_vae.inference.svi import (
     TrainingError, TrainResult, _check_positive_int, _num_restarts, collect_parameters, validation_objective,
@@ -101,19 +102,6 @@ class RestartAdam:
             keep = None if everyone else self._view(mask, p)
             for old, new in ((m, m_new), (v, v_new), (p, p_new)):
                 old.copy_(new if keep is None else torch.where(keep, new, old))
-
-
-@contextlib.contextmanager
-def _frozen(params: Sequence[torch.Tensor]):
-    """No gradients for ``params`` inside the block, so backward cannot reach them."""
-    flags = [p.requires_grad for p in params]
-    try:
-        for p in params:
-            p.requires_grad_(False)
-        yield
-    finally:
-        for p, flag in zip(params, flags):
-            p.requires_grad_(flag)
 
 
 def encoder_inner_loop(

@@ -263,13 +263,15 @@ def sample_model(model: VAEModel, n: int, seed: int = 0) -> torch.Tensor:
         return loc + eps * model.noise_variance().reshape(-1).sqrt()
 
 
-def _state(model: VAEModel, guide) -> dict[str, torch.Tensor]:
+def params_state(model, guide) -> dict[str, torch.Tensor]:
+    """One flat state dict of a model and its guide (``model.*``, ``guide.*``), as a run saves it."""
     out = {f"model.{k}": v.detach().cpu() for k, v in model.state_dict().items()}
     out.update({f"guide.{k}": v.detach().cpu() for k, v in guide.state_dict().items()})
     return out
 
 
-def _load_state(model: VAEModel, guide, params: dict) -> None:
+def load_params_state(model, guide, params: dict) -> None:
+    """Inverse of :func:`params_state`."""
     model.load_state_dict({k[6:]: v for k, v in params.items() if k.startswith("model.")})
     guide.load_state_dict({k[6:]: v for k, v in params.items() if k.startswith("guide.")})
 
@@ -314,7 +316,7 @@ def train_and_evaluate(config: RunConfig, runs_dir: str | Path, *, progress: boo
             steps=result.steps,
             **init_info,
         )
-        run.save_params(_state(best_model, best_guide))
+        run.save_params(params_state(best_model, best_guide))
         run.finish(metrics)
     return {"run_dir": str(run.run_dir), "run_id": run.run_id, "best_restart": result.best_restart, "metrics": metrics}
 
@@ -329,7 +331,7 @@ def load_trained(run_dir: str | Path, device: str = "cpu") -> tuple[RunConfig, D
     config.device = device
     dataset = config.validate()
     model, guide = build_model_and_guide(config, dataset, None)
-    _load_state(model, guide, loaded.params)
+    load_params_state(model, guide, loaded.params)
     dev = resolve_device(device)
     return config, dataset, model.to(dev), guide.to(dev), loaded.metrics or {}
 

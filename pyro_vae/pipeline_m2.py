@@ -48,6 +48,7 @@ from pyro_vae.inference.m2_lagging import train_m2_lagging
 from pyro_vae.metrics import smooth_knn_test
 from pyro_vae.models_m2 import M2Model, build_m2_model
 from pyro_vae.nets import select_restart
+from pyro_vae.pipeline import load_params_state, params_state
 from pyro_vae.runs import RunStore, load_run
 
 GUIDES = ("auto", "enum", "relaxed", "gaussian")
@@ -395,12 +396,6 @@ def _mean_knn(rows: list[dict | None]) -> float | None:
 
 
 # --------------------------------------------------------------------------- the run
-def _state(model, guide) -> dict[str, torch.Tensor]:
-    out = {f"model.{k}": v.detach().cpu() for k, v in model.state_dict().items()}
-    out.update({f"guide.{k}": v.detach().cpu() for k, v in guide.state_dict().items()})
-    return out
-
-
 def train_and_evaluate_m2(config: M2Config, runs_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
     """Train, select the best restart, evaluate and record an M2 run; returns the JSON summary.
 
@@ -444,7 +439,7 @@ def train_and_evaluate_m2(config: M2Config, runs_dir: str | Path, *, progress: b
             steps=result.steps,
             labelled_train_points=int(splits.train.labelled.sum()),
         )
-        run.save_params(_state(best_model, best_guide))
+        run.save_params(params_state(best_model, best_guide))
         run.finish(metrics)
     return {"run_dir": str(run.run_dir), "run_id": run.run_id, "best_restart": result.best_restart, "metrics": metrics}
 
@@ -462,7 +457,6 @@ def load_trained_m2(run_dir: str | Path, device: str = "cpu") -> tuple[M2Config,
     config.device = device
     dataset = config.validate()
     model, guide = build_m2(config, dataset, probs, None)
-    model.load_state_dict({k[6:]: v for k, v in loaded.params.items() if k.startswith("model.")})
-    guide.load_state_dict({k[6:]: v for k, v in loaded.params.items() if k.startswith("guide.")})
+    load_params_state(model, guide, loaded.params)
     dev = resolve_device(device)
     return config, dataset, model.to(dev), guide.to(dev), loaded.metrics or {}

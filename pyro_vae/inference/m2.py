@@ -218,6 +218,22 @@ def validation_objective_m2(model: Callable, guide: Callable, split, *, alpha: f
     return (total / n).reshape(-1).cpu()
 
 
+def check_training_args(train, val, *, alpha, gamma, num_particles, epochs, batch_size, lr):
+    """Check an M2 trainer's arguments (``ValueError`` naming the bad one); returns ``val`` (default ``train``)."""
+    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("num_particles", num_particles)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name}={value!r}: expected a positive integer")
+    check_weights(alpha, gamma)
+    if not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0):
+        raise ValueError(f"lr={lr!r}: expected a positive number")
+    _check_split("train", train)
+    val = train if val is None else val
+    _check_split("val", val)
+    if batch_size > train.x.shape[0]:
+        raise ValueError(f"batch_size={batch_size}: larger than the {train.x.shape[0]} training points")
+    return val
+
+
 def train_m2(
     model: Callable,
     guide: Callable,
@@ -267,18 +283,9 @@ def train_m2(
     """
     if objective not in KINDS:
         raise ValueError(f"objective={objective!r}: expected one of {KINDS}")
-    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("num_particles", num_particles)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name}={value!r}: expected a positive integer")
-    check_weights(alpha, gamma)
-    if not (isinstance(lr, (int, float)) and lr > 0):
-        raise ValueError(f"lr={lr!r}: expected a positive number")
-    _check_split("train", train)
-    val = train if val is None else val
-    _check_split("val", val)
+    val = check_training_args(train, val, alpha=alpha, gamma=gamma, num_particles=num_particles,
+                              epochs=epochs, batch_size=batch_size, lr=lr)
     n = train.x.shape[0]
-    if batch_size > n:
-        raise ValueError(f"batch_size={batch_size}: larger than the {n} training points")
     particles = num_particles if objective == "iwae" else 1
 
     pyro.set_rng_seed(seed)

@@ -34,8 +34,8 @@ import torch
 from tqdm.auto import tqdm
 
 from pyro_vae.inference.lagging import RestartAdam, _frozen, check_lin_options, encoder_inner_loop
-from pyro_vae.inference.m2 import KINDS, _check_split, _parts, check_weights, m2_objective, validation_objective_m2
-from pyro_vae.inference.svi import TrainingError, TrainResult, _check_positive_int, collect_parameters
+from pyro_vae.inference.m2 import KINDS, _parts, check_training_args, m2_objective, validation_objective_m2
+from pyro_vae.inference.svi import TrainingError, TrainResult, collect_parameters
 from pyro_vae.metrics.mutual_info import mutual_info_gaussian_encoder
 from pyro_vae.models import unregistered
 
@@ -95,17 +95,9 @@ def train_m2_lagging(
                            mi_threshold=mi_threshold))
     if objective not in KINDS:
         raise ValueError(f"objective={objective!r}: expected one of {KINDS}")
-    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("num_particles", num_particles)):
-        _check_positive_int(name, value)
-    check_weights(alpha, gamma)
-    if not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0):
-        raise ValueError(f"lr={lr!r}: expected a positive number")
-    _check_split("train", train)
-    val = train if val is None else val
-    _check_split("val", val)
+    val = check_training_args(train, val, alpha=alpha, gamma=gamma, num_particles=num_particles,
+                              epochs=epochs, batch_size=batch_size, lr=lr)
     n = train.x.shape[0]
-    if batch_size > n:
-        raise ValueError(f"batch_size={batch_size}: larger than the {n} training points")
     particles = num_particles if objective == "iwae" else 1
     decoder = collect_parameters(model)
     seen = {id(p) for p in decoder}

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from pyro_vae.experiments import experiment_names, load_experiment
-from pyro_vae.report import build_rows, columns, to_markdown
-from pyro_vae.runs.sweep import run_sweep
+from pyro_vae.reproduce.experiments import experiment_names, load_experiment
+from pyro_vae.reproduce.report import build_rows, columns, to_markdown
+from pyro_vae.reproduce.sweep import run_sweep
 
 UCI = ("diabetic_retinopathy", "contraceptive", "titanic")
 TINY = {"epochs": 2, "restarts": 2, "eval_samples": 50, "hidden": (8,), "gt_fit_steps": 20}
@@ -53,7 +53,7 @@ def test_quick_mode_runs_end_to_end_at_tiny_sizes(name, tmp_path):
     assert first and all(r.versions >= 1 for r in first)
     assert any(r.ours_mean is not None for r in first)
     assert exp.datasets[0] in to_markdown(exp, rows, quick=True)
-    from pyro_vae.figures import experiment_figures
+    from pyro_vae.reproduce.figures import experiment_figures
 
     written = experiment_figures(exp, tmp_path, quick=True, overrides=overrides)
     if exp.datasets[0] not in UCI:  # the UCI tables have more than 2 columns: no panels

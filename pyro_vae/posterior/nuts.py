@@ -33,7 +33,7 @@ import torch
 from pyro.infer import MCMC, NUTS
 
 from pyro_vae.posterior.target import PosteriorTarget, posterior_target
-from pyro_vae.runs.provenance import provenance_record, utc_now
+from pyro_vae.provenance import provenance_record, utc_now
 
 __all__ = ["NUTSResult", "dispersed_initial_points", "nuts_posterior", "nuts_posteriors", "check_diagnostics"]
 

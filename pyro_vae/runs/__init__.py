@@ -8,7 +8,7 @@
 
 from pyro_vae.runs.index import INDEX_NAME, STATUSES, RunRecord
 from pyro_vae.runs.load import LoadedRun, RunDirError, load_run, update_metrics
-from pyro_vae.runs.provenance import provenance_record
+from pyro_vae.provenance import provenance_record
 from pyro_vae.runs.store import Run, RunStore, config_hash
 
 __all__ = [

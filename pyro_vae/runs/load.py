@@ -9,7 +9,7 @@ from typing import Any, Mapping, NamedTuple
 
 from pyro_vae.io import atomic_write_text, dumps_json, load_state, read_csv, read_json, write_json
 from pyro_vae.runs.index import INDEX_NAME, RunIndex
-from pyro_vae.runs.provenance import utc_now
+from pyro_vae.provenance import utc_now
 
 RUN_FILES = ("config.json", "provenance.json", "history.csv", "params.pt", "metrics.json")
 

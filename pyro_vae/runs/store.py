@@ -19,7 +19,7 @@ from typing import Any, Iterable, Mapping
 
 from pyro_vae.io import atomic_write_text, dumps_json, save_state, to_jsonable, write_csv, write_json
 from pyro_vae.runs.index import INDEX_NAME, STATUSES, RunIndex, RunRecord
-from pyro_vae.runs.provenance import provenance_record, utc_now
+from pyro_vae.provenance import provenance_record, utc_now
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from pyro_vae.experiments import load_experiment
-from pyro_vae.report import build_rows, to_csv, to_markdown
+from pyro_vae.reproduce.experiments import load_experiment
+from pyro_vae.reproduce.report import build_rows, to_csv, to_markdown
 from pyro_vae.runs import RunStore
-from pyro_vae.runs.sweep import run_sweep, sweep_status
+from pyro_vae.reproduce.sweep import run_sweep, sweep_status
 
 TINY = textwrap.dedent(
     """
@@ -77,7 +77,7 @@ def test_sweep_skips_finished_runs_and_reports(tiny, tmp_path):
     assert "| circle |" in md and "paper -1.000 ± 0.500" in md
     assert to_csv(tiny, rows).splitlines()[0].startswith("experiment,dataset,method,metric")
 
-    from pyro_vae.figures import experiment_figures
+    from pyro_vae.reproduce.figures import experiment_figures
 
     written = experiment_figures(tiny, tmp_path)
     names = {p.name for p in written}
@@ -98,8 +98,8 @@ def test_killed_sweep_resumes_without_repeating(tiny, tmp_path):
     runs_dir = tmp_path / "runs"
     script = textwrap.dedent(
         f"""
-        from pyro_vae.experiments import load_experiment
-        from pyro_vae.runs.sweep import run_sweep
+        from pyro_vae.reproduce.experiments import load_experiment
+        from pyro_vae.reproduce.sweep import run_sweep
         run_sweep(load_experiment({str(tiny.source)!r}).runs(), {str(runs_dir)!r}, progress=False)
         """
     )

@@ -17,7 +17,7 @@ import statistics
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from pyro_vae.experiments import resolved
+from pyro_vae.reproduce.experiments import resolved
 from pyro_vae.runs.store import RunStore, config_hash
 
 

@@ -16,7 +16,7 @@ def sweep_dir(out: str | Path, name: str, quick: bool) -> Path:
 
 def write_report(experiment, folder: Path, quick: bool) -> str:
     """Build the experiment's tables from ``folder/runs`` and write report.md / report.csv."""
-    from pyro_vae.report import build_rows, to_csv, to_markdown
+    from pyro_vae.reproduce.report import build_rows, to_csv, to_markdown
 
     rows = build_rows(experiment, folder / "runs", quick=quick)
     markdown = to_markdown(experiment, rows, quick=quick)
@@ -26,7 +26,7 @@ def write_report(experiment, folder: Path, quick: bool) -> str:
 
 
 def cmd_experiments(args: argparse.Namespace) -> int:
-    from pyro_vae.experiments import experiment_names, load_experiment
+    from pyro_vae.reproduce.experiments import experiment_names, load_experiment
 
     rows = []
     for name in experiment_names():
@@ -41,10 +41,10 @@ def cmd_experiments(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from pyro_vae.experiments import load_experiment
-    from pyro_vae.runs.sweep import run_sweep
+    from pyro_vae.reproduce.experiments import load_experiment
+    from pyro_vae.reproduce.sweep import run_sweep
 
-    from pyro_vae.runs.sweep import EXECUTORS
+    from pyro_vae.reproduce.sweep import EXECUTORS
 
     if args.executor not in EXECUTORS:
         raise ValueError(f"--executor {args.executor!r}: expected one of {EXECUTORS}")
@@ -76,7 +76,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 def _write_figures(experiment, folder: Path, quick: bool) -> list[Path]:
     """The experiment's figure panels, when the plotting module is available."""
     try:
-        from pyro_vae.figures import experiment_figures
+        from pyro_vae.reproduce.figures import experiment_figures
     except ImportError:
         return []
     return experiment_figures(experiment, folder, quick=quick)
@@ -85,7 +85,7 @@ def _write_figures(experiment, folder: Path, quick: bool) -> list[Path]:
 def cmd_report(args: argparse.Namespace) -> int:
     folder = Path(args.folder)
     if (folder / "sweep.json").is_file():
-        from pyro_vae.experiments import load_experiment
+        from pyro_vae.reproduce.experiments import load_experiment
 
         meta = read_json(folder / "sweep.json")
         try:
@@ -97,7 +97,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     runs = folder / "runs" if (folder / "runs" / "index.sqlite").is_file() else folder
     if not (runs / "index.sqlite").is_file():
         raise ValueError(f"{str(folder)!r}: neither a sweep folder (sweep.json) nor a runs folder (index.sqlite)")
-    from pyro_vae.report import generic_rows
+    from pyro_vae.reproduce.report import generic_rows
 
     rows = generic_rows(runs)
     lines = ["| data set | method | options | runs | test log-lik | smooth kNN |", "|---|---|---|---|---|---|"]

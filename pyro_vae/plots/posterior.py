@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from pyro_vae.plots_common import check_unbatched, format_point, new_figure, to_numpy
+from pyro_vae.plots.common import check_unbatched, format_point, new_figure, to_numpy
 
 __all__ = ["posterior_panel", "aggregate_posterior_panel"]
 

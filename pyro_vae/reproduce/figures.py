@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from pyro_vae.plots import aggregate_posterior_panel, density_panel, posterior_panel, save_png
-from pyro_vae.report import select_runs
+from pyro_vae.reproduce.report import select_runs
 
 
 def _slug(text: str) -> str:

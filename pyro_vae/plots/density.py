@@ -28,7 +28,7 @@ import torch
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from pyro_vae.plots_common import (
+from pyro_vae.plots.common import (
     check_positive_int, check_range_pair, check_unbatched, colored_line, new_figure, to_numpy,
 )
 from pyro_vae.posterior.quadrature import latent_grid

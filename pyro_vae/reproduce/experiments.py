@@ -26,7 +26,7 @@ else:  # pragma: no cover
 from pyro_vae.pipeline import RunConfig
 from pyro_vae.pipeline_m2 import M2Config
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
+EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
 KINDS = ("unsupervised", "m2")
 UCI_SETS = ("diabetic_retinopathy", "contraceptive", "titanic")
 RUN_FIELDS = {f.name for f in dataclasses.fields(RunConfig)}

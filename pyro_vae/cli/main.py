@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from pyro_vae.cli_reproduce import add_parsers as add_reproduce_parsers
-from pyro_vae.cli_m2 import add_parsers as add_m2_parsers
-from pyro_vae.cli_truth import add_parsers as add_truth_parsers
+from pyro_vae.cli.reproduce import add_parsers as add_reproduce_parsers
+from pyro_vae.cli.m2 import add_parsers as add_m2_parsers
+from pyro_vae.cli.truth import add_parsers as add_truth_parsers
 from pyro_vae.io import ARRAY_EXTENSIONS, dumps_json, save_arrays
 
 EXIT_USAGE, EXIT_FAILED = 2, 1

@@ -29,9 +29,9 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from pyro_vae.io import atomic_write_bytes
-from pyro_vae.plots_common import check_positive_int, check_range_pair, figure_png_bytes, new_figure, to_numpy
-from pyro_vae.plots_density import DensityImage, default_extent, density_image, density_panel
-from pyro_vae.plots_posterior import aggregate_posterior_panel, posterior_panel
+from pyro_vae.plots.common import check_positive_int, check_range_pair, figure_png_bytes, new_figure, to_numpy
+from pyro_vae.plots.density import DensityImage, default_extent, density_image, density_panel
+from pyro_vae.plots.posterior import aggregate_posterior_panel, posterior_panel
 
 __all__ = [
     "DensityImage",

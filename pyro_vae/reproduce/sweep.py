@@ -76,7 +76,7 @@ def run_sweep(
         raise ValueError(f"executor={executor!r}: expected one of {EXECUTORS}")
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers={workers!r}: expected a positive integer")
-    from pyro_vae.experiments import resolved as _resolved
+    from pyro_vae.reproduce.experiments import resolved as _resolved
 
     resolved = []
     for cfg in configs:
@@ -141,7 +141,7 @@ def _run_ray(jobs, labels, address, workers, execute, done) -> None:
 
 def sweep_status(configs: Sequence, runs_dir: str | Path) -> dict[str, Any]:
     """How many of ``configs`` are finished in ``runs_dir``."""
-    from pyro_vae.experiments import resolved as _resolved
+    from pyro_vae.reproduce.experiments import resolved as _resolved
 
     resolved = [_resolved(cfg) for cfg in configs]
     store = RunStore(runs_dir)

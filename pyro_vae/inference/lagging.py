@@ -36,21 +36,18 @@ from __future__ import annotations
 
 import contextlib
 import math
-import time
 from typing import Callable, Sequence
 
-import pyro
 import torch
-from tqdm.auto import tqdm
 
 from pyro_vae.inference.methods import Method, register_method
 from pyro_vae.inference.fixed_model import frozen as _frozen  # no gradients for the given params
 from pyro_vae.inference.objectives import VariationalObjective
 from pyro_vae.inference.svi import (
-    TrainingError, TrainResult, _check_positive_int, _num_restarts, collect_parameters, validation_objective,
+    TrainResult, _check_positive_int, _minibatches, _num_restarts, collect_parameters, validation_objective,
 )
+from pyro_vae.inference.trainer import check_finite, guarded, run_epochs
 from pyro_vae.metrics.mutual_info import mutual_info_gaussian_encoder
-from pyro_vae.models import unregistered
 
 __all__ = ["RestartAdam", "encoder_inner_loop", "train_lagging", "train_lagging_segments"]
 
@@ -173,82 +170,127 @@ def check_segment_options(options: dict) -> None:
         raise ValueError(f"encoder_fraction={options['encoder_fraction']!r}: expected a number strictly between 0 and 1")
 
 
+class LaggingSchedule:
+    """LIN's per-restart state and steps (He et al. 2019, Algorithm 1), for any model.
+
+    Serves the unsupervised VAE (:func:`train_lagging`) and the M2 model
+    (:func:`pyro_vae.inference.m2_lagging.train_m2_lagging`) alike: ``loss(batch)`` is the
+    method's per-restart loss summed over a minibatch (TrainingError if not finite), ``batch``
+    whatever it takes (data rows or row indices).
+    """
+
+    def __init__(self, loss: Callable, encoder: Sequence[torch.Tensor], decoder: Sequence[torch.Tensor],
+                 num_restarts: int | None, lr: float, device, *, threshold: float, window: int, max_inner_steps: int,
+                 mi_threshold: float, inner: str = "encoder"):
+        self.loss, self.encoder, self.decoder = loss, list(encoder), list(decoder)
+        if not self.encoder or not self.decoder:
+            raise ValueError("lagging inference needs trainable parameters in both the guide and the model")
+        self.enc_optim, self.dec_optim = RestartAdam(self.encoder, num_restarts, lr), RestartAdam(self.decoder, num_restarts, lr)
+        restarts = num_restarts or 1
+        self.everyone = torch.ones(restarts, dtype=torch.bool, device=device)
+        self.aggressive, self.was = self.everyone.clone(), self.everyone.clone()
+        self.previous_mi = torch.full((restarts,), -math.inf, dtype=torch.float64)
+        self.inner = torch.zeros(restarts, dtype=torch.long, device=device)
+        self.threshold, self.window, self.max_inner_steps, self.mi_threshold = threshold, window, max_inner_steps, mi_threshold
+        self.kind, self.steps, self.where = inner, 0, ""
+
+    def step(self, batch, fresh: Callable[[int], object], epoch: int) -> torch.Tensor:
+        """One outer step on ``batch``, preceded by the aggressive restarts' inner loop on
+        ``fresh(j)`` (``fresh(0)`` is ``batch``); returns the outer step's loss (R,)."""
+        aggressive = self.aggressive
+        if bool(aggressive.any()):
+            self.where = f"{'an' if self.kind[0] in 'aeiou' else 'a'} {self.kind}-only step after step {self.steps} (epoch {epoch})"
+            taken = encoder_inner_loop(self.loss, self.enc_optim, self.decoder, fresh, aggressive,
+                                       threshold=self.threshold, window=self.window, max_steps=self.max_inner_steps)
+            self.inner += taken
+            self.steps += int(taken.max())
+        self.where = f"step {self.steps + 1} (epoch {epoch})"
+        loss = self.loss(batch)
+        self.enc_optim.zero_grad(), self.dec_optim.zero_grad()
+        with _frozen(self.encoder) if bool(aggressive.all()) else contextlib.nullcontext():
+            loss.sum().backward()
+        self.dec_optim.step(self.everyone)
+        self.enc_optim.step(~aggressive)  # the aggressive restarts take a decoder-only step
+        self.steps += 1
+        return loss.detach()
+
+    def end_epoch(self, mutual_info: Callable[[], torch.Tensor]) -> dict[str, list]:
+        """Leave aggressive mode where I_q rose by less than ``mi_threshold``; history columns."""
+        aggressive, mi = self.aggressive, [None] * self.everyone.shape[0]
+        extra = {"aggressive": self.was.tolist(), "inner_steps": self.inner.tolist()}
+        if bool(aggressive.any()):
+            current = mutual_info()
+            mi = [float(v) if a else None for v, a in zip(current, aggressive.tolist())]
+            aggressive &= ((current - self.previous_mi) >= self.mi_threshold).to(aggressive.device)
+            self.previous_mi = current
+        self.inner.zero_()
+        self.was = aggressive.clone()
+        return {**extra, "mutual_info": mi}
+
+
 class _Trainer:
     """What both variants share: checks, encoder/decoder split, optimisers, loss and epoch loop."""
 
-    def __init__(self, model, guide, x_train, x_val, objective, num_particles, epochs, batch_size, lr):
+    def __init__(self, model, guide, x_train, x_val, objective, num_particles, epochs, batch_size, lr, seed=0,
+                 group_restarts=None, val_every=1):
         if objective not in ("elbo", "iwae"):
             raise ValueError(f"objective={objective!r}: expected 'elbo' or 'iwae'")
-        for name, value in (("epochs", epochs), ("batch_size", batch_size), ("num_particles", num_particles)):
+        for name, value in (("epochs", epochs), ("batch_size", batch_size), ("num_particles", num_particles),
+                            ("val_every", val_every)):
             _check_positive_int(name, value)
         if not (isinstance(lr, (int, float)) and lr > 0):
             raise ValueError(f"lr={lr!r}: expected a positive number")
-        if x_train.dim() != 2 or x_train.shape[0] == 0:
-            raise ValueError(f"x_train of shape {tuple(x_train.shape)}: expected (N, D) with N > 0")
-        self.n = x_train.shape[0]
-        if batch_size > self.n:
-            raise ValueError(f"batch_size={batch_size}: larger than the {self.n} training points")
-        self.model, self.guide, self.x_train, self.objective = model, guide, x_train, objective
-        self.x_val = x_train if x_val is None else x_val
-        self.epochs, self.batch_size, self.steps_per_epoch = epochs, batch_size, -(-self.n // batch_size)
+        self.batches, self.x_val = _minibatches(model, x_train, x_val, batch_size, seed, group_restarts)
+        self.n = self.batches.n
+        self.model, self.guide, self.objective = model, guide, objective
+        self.epochs, self.batch_size, self.steps_per_epoch = epochs, batch_size, self.batches.steps_per_epoch
+        self.val_every = val_every
         self.particles = num_particles if objective == "iwae" else 1
         self.elbo = VariationalObjective(objective, self.particles, 1.0)
         self.restarts = _num_restarts(model)
-        self.decoder = collect_parameters(model, example_args=(x_train[:2],))
+        example = self.batches.batch_example()
+        self.decoder = collect_parameters(model, example_args=(example,))
         seen = {id(p) for p in self.decoder}
-        self.encoder = [p for p in collect_parameters(guide, example_args=(x_train[:2],)) if id(p) not in seen]
+        self.encoder = [p for p in collect_parameters(guide, example_args=(example,)) if id(p) not in seen]
         if not self.encoder or not self.decoder:
             raise ValueError("lagging inference needs trainable parameters in both the guide and the model")
         self.enc_optim = RestartAdam(self.encoder, getattr(model, "num_restarts", None), lr)
         self.dec_optim = RestartAdam(self.decoder, getattr(model, "num_restarts", None), lr)
-        self.everyone = torch.ones(self.restarts, dtype=torch.bool, device=x_train.device)
-        self.where, self.step = "", 0
+        self.everyone = torch.ones(self.restarts, dtype=torch.bool, device=self.batches.device)
+        self.where, self.step, self.loss_where = "", 0, None
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         """Per-restart negative bound summed over ``x``; a non-finite one raises TrainingError."""
-        try:
+        where = self.loss_where() if self.loss_where is not None else self.where
+        with guarded(where):
             per_restart = -self.elbo.per_point(self.model, self.guide, x).sum(-1)
-        except ValueError as err:  # Pyro's validation meets a NaN before the loss does
-            if "invalid values" not in str(err):
-                raise
-            raise TrainingError(f"non-finite values at {self.where}: {str(err).splitlines()[0]}") from err
-        if not torch.isfinite(per_restart).all():
-            bad = int((~torch.isfinite(per_restart)).nonzero()[0, 0])
-            raise TrainingError(f"loss is {per_restart[bad].item()} at {self.where} in restart {bad}; nothing was saved")
+        check_finite(per_restart, where)
         return per_restart
 
-    def run(self, desc, on_batch, on_epoch, seed, progress, callback) -> TrainResult:
-        """Epochs of shuffled minibatches: ``on_batch(epoch, x, seed)`` → the minibatch's loss
-        (R,); ``on_epoch(epoch)`` → extra history columns (lists over restarts)."""
-        pyro.set_rng_seed(seed)
-        gen, dev, bs, history = torch.Generator().manual_seed(seed), self.x_train.device, self.batch_size, []
-        val, start = torch.full((self.restarts,), float("nan")), time.perf_counter()
-        with unregistered():
-            bar = tqdm(range(1, self.epochs + 1), desc=desc, disable=not progress, leave=False, unit="epoch")
-            for epoch in bar:
-                order = torch.randperm(self.n, generator=gen).to(dev)
-                seeds = torch.randint(2**62, (self.steps_per_epoch,), generator=gen).tolist()
-                epoch_loss = torch.zeros(self.restarts, device=dev)
-                for i in range(self.steps_per_epoch):
-                    epoch_loss += on_batch(epoch, self.x_train[order[i * bs : (i + 1) * bs]], seeds[i])
-                extra = on_epoch(epoch)
-                val = validation_objective(self.model, self.guide, self.x_val, self.objective, self.particles)
-                train_loss = (epoch_loss / self.n).cpu()
-                for r in range(self.restarts):
-                    row = {"epoch": epoch, "restart": r, "train_loss": float(train_loss[r]), "val_objective": float(val[r])}
-                    history.append({**row, **{k: v[r] for k, v in extra.items()}})
-                    if callback is not None:
-                        callback(self.step, history[-1])
-                bar.set_postfix(loss=f"{train_loss.min().item():.4f}", val=f"{val.max().item():.4f}")
-        best = int(torch.nan_to_num(val, nan=-float("inf")).argmax())
-        return TrainResult(history, val, best, self.step, time.perf_counter() - start)
+    def run(self, desc, on_batch, on_epoch, seed, progress, callback, on_epoch_start=None) -> TrainResult:
+        """The shared engine's epoch loop: ``on_batch(epoch, x)`` → the minibatch's loss (R,);
+        ``on_epoch(epoch)`` → extra history columns (lists over restarts)."""
+        epoch_now = [0]
+
+        def start(epoch):
+            epoch_now[0] = epoch
+            if on_epoch_start is not None:
+                on_epoch_start(epoch)
+
+        return run_epochs(
+            lambda xb, i: on_batch(epoch_now[0], xb, i), self.batches, epochs=self.epochs, num_restarts=self.restarts,
+            validate=lambda: validation_objective(self.model, self.guide, self.x_val, self.objective, self.particles),
+            val_every=self.val_every, on_epoch_start=start, on_epoch_end=on_epoch, seed=seed, desc=desc,
+            progress=progress, callback=callback, step_counter=lambda: self.step,
+        )
 
 
 def train_lagging(
     model: Callable, guide: Callable, x_train: torch.Tensor, x_val: torch.Tensor | None = None, *,
     objective: str = "elbo", num_particles: int = 1, threshold: float = 0.1, window: int = 5,
     max_inner_steps: int = 100, mi_threshold: float = 0.0, epochs: int = 100, batch_size: int = 100,
-    lr: float = 1e-3, seed: int = 0, progress: bool = True, callback: Callable[[int, dict], None] | None = None,
+    lr: float = 1e-3, seed: int | Sequence[int] = 0, progress: bool = True,
+    callback: Callable[[int, dict], None] | None = None, val_every: int = 1, group_restarts: Sequence[int] | None = None,
 ) -> TrainResult:
     """Aggressive training of the inference network (He et al. 2019, Algorithm 1; module doc).
 
@@ -261,7 +303,8 @@ def train_lagging(
     mi_threshold : float
         Leave aggressive mode when I_q(x; z) on ``x_val`` rose by less than this in an epoch.
     others :
-        As in :func:`pyro_vae.inference.train` (``objective`` "elbo" or "iwae").
+        As in :func:`pyro_vae.inference.train` (``objective`` "elbo" or "iwae"; ``x_train``,
+        ``seed`` and ``group_restarts`` for a group of runs).
 
     Returns
     -------
@@ -271,56 +314,49 @@ def train_lagging(
         inner and outer steps.
     """
     check_lin_options(dict(threshold=threshold, window=window, max_inner_steps=max_inner_steps, mi_threshold=mi_threshold))
-    t = _Trainer(model, guide, x_train, x_val, objective, num_particles, epochs, batch_size, lr)
+    t = _Trainer(model, guide, x_train, x_val, objective, num_particles, epochs, batch_size, lr, seed,
+                 group_restarts, val_every)
     if not callable(getattr(guide, "distribution", None)):
         raise ValueError("method 'lin' needs a guide with distribution(x) -> Normal (e.g. MeanFieldGuide) for I_q")
-    inner_gen, dev = torch.Generator(), x_train.device
-    state = {"aggressive": t.everyone.clone(), "previous_mi": torch.full((t.restarts,), -math.inf, dtype=torch.float64),
-             "inner": torch.zeros(t.restarts, dtype=torch.long, device=dev), "was": t.everyone.clone()}
+    batches, dev = t.batches, t.batches.device
+    inner_gens = [torch.Generator() for _ in batches.generators]
+    x_val_all = getattr(t.x_val, "stacked", t.x_val)
+    lin = LaggingSchedule(t.loss, t.encoder, t.decoder, getattr(model, "num_restarts", None), lr, dev,
+                          threshold=threshold, window=window, max_inner_steps=max_inner_steps, mi_threshold=mi_threshold)
+    lin.where = t.where
+    t.loss_where = lambda: lin.where
+    seeds: list[list[int]] = []
 
-    def on_batch(epoch, xb, seed_i):
-        aggressive = state["aggressive"]
-        if bool(aggressive.any()):
-            inner_gen.manual_seed(seed_i)  # the same fresh minibatches however long the loop runs
+    def draw_seeds(epoch):  # per run, after its minibatch order, as a single run draws them
+        seeds[:] = [torch.randint(2**62, (t.steps_per_epoch,), generator=g).tolist() for g in batches.generators]
 
-            def batch(j):
-                return xb if j == 0 else x_train[torch.randperm(t.n, generator=inner_gen)[:batch_size].to(dev)]
+    def fresh_batch(j, xb):
+        if j == 0:
+            return xb
+        parts = []
+        for x, r, g in zip(batches.xs, batches.restarts, inner_gens):
+            part = x[torch.randperm(t.n, generator=g)[:batch_size].to(dev)]
+            parts.append(part if not batches.grouped else part.unsqueeze(0).expand(r, -1, -1))
+        return torch.cat(parts, 0)
 
-            t.where = f"an encoder-only step after step {t.step} (epoch {epoch})"
-            taken = encoder_inner_loop(t.loss, t.enc_optim, t.decoder, batch, aggressive,
-                                       threshold=threshold, window=window, max_steps=max_inner_steps)
-            state["inner"] += taken
-            t.step += int(taken.max())
-        t.where = f"step {t.step + 1} (epoch {epoch})"
-        loss = t.loss(xb)
-        t.enc_optim.zero_grad(), t.dec_optim.zero_grad()
-        with _frozen(t.encoder) if bool(aggressive.all()) else contextlib.nullcontext():
-            loss.sum().backward()
-        t.dec_optim.step(t.everyone)
-        t.enc_optim.step(~aggressive)  # the aggressive restarts take a decoder-only step
-        t.step += 1
-        return loss.detach()
+    def on_batch(epoch, xb, i):
+        for g, run_seeds in zip(inner_gens, seeds):
+            g.manual_seed(run_seeds[i])  # the same fresh minibatches however long the loop runs
+        loss = lin.step(xb, lambda j: fresh_batch(j, xb), epoch)
+        t.step = lin.steps
+        return loss
 
     def on_epoch(epoch):
-        aggressive, mi = state["aggressive"], [None] * t.restarts
-        extra = {"aggressive": state["was"].tolist(), "inner_steps": state["inner"].tolist()}
-        if bool(aggressive.any()):
-            current = _mutual_info(guide, t.x_val, seed)
-            mi = [float(v) if a else None for v, a in zip(current, aggressive.tolist())]
-            aggressive &= ((current - state["previous_mi"]) >= mi_threshold).to(dev)
-            state["previous_mi"] = current
-        state["inner"].zero_()
-        state["was"] = aggressive.clone()
-        return {**extra, "mutual_info": mi}
+        return lin.end_epoch(lambda: _mutual_info(guide, x_val_all, _first_seed(seed)))
 
-    return t.run("train lin", on_batch, on_epoch, seed, progress, callback)
+    return t.run("train lin", on_batch, on_epoch, _first_seed(seed), progress, callback, on_epoch_start=draw_seeds)
 
 
 def train_lagging_segments(
     model: Callable, guide: Callable, x_train: torch.Tensor, x_val: torch.Tensor | None = None, *,
     segments: int = 10, encoder_fraction: float = 0.5, objective: str = "elbo", num_particles: int = 1,
     epochs: int = 100, batch_size: int = 100, lr: float = 1e-3, seed: int = 0, progress: bool = True,
-    callback: Callable[[int, dict], None] | None = None,
+    callback: Callable[[int, dict], None] | None = None, val_every: int = 1,
 ) -> TrainResult:
     """000 App. E's lagging inference: ``segments`` equal segments of the training steps, each
     training the inference network alone (its first ``encoder_fraction``), then both jointly.
@@ -331,7 +367,7 @@ def train_lagging_segments(
     in :func:`train_lagging`.
     """
     check_segment_options(dict(segments=segments, encoder_fraction=encoder_fraction))
-    t = _Trainer(model, guide, x_train, x_val, objective, num_particles, epochs, batch_size, lr)
+    t = _Trainer(model, guide, x_train, x_val, objective, num_particles, epochs, batch_size, lr, seed, None, val_every)
     total = epochs * t.steps_per_epoch
     if 2 * segments > total:
         raise ValueError(f"segments={segments}: more than half the {total} training steps; each segment needs 2")
@@ -341,7 +377,7 @@ def train_lagging_segments(
         alone[a : a + min(b - a - 1, max(1, round(encoder_fraction * (b - a))))] = True
     counts = [0]
 
-    def on_batch(epoch, xb, seed_i):
+    def on_batch(epoch, xb, i):
         t.where = f"step {t.step + 1} (epoch {epoch})"
         encoder_only = bool(alone[t.step])
         with _frozen(t.decoder) if encoder_only else contextlib.nullcontext():
@@ -359,7 +395,14 @@ def train_lagging_segments(
         extra, counts[0] = {"encoder_steps": [counts[0]] * t.restarts}, 0
         return extra
 
-    return t.run("train lin_segments", on_batch, on_epoch, seed, progress, callback)
+    def draw_seeds(epoch):  # unused, but drawn as LIN draws them, so both variants see the same minibatch orders
+        torch.randint(2**62, (t.steps_per_epoch,), generator=t.batches.generator)
+
+    return t.run("train lin_segments", on_batch, on_epoch, seed, progress, callback, on_epoch_start=draw_seeds)
+
+
+def _first_seed(seed) -> int:
+    return int(seed[0]) if isinstance(seed, (list, tuple)) else int(seed)
 
 
 def _fit_lin(model, guide, x_train, x_val, config, progress: bool = True) -> TrainResult:

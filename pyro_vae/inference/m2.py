@@ -35,19 +35,16 @@ estimate of J per step).
 from __future__ import annotations
 
 import math
-import time
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
-import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO, config_enumerate
-from tqdm.auto import tqdm
 
 from pyro_vae.inference.methods import Method, register_method
 from pyro_vae.inference.objectives import bound_from_log_weights, log_weights
-from pyro_vae.inference.svi import TrainingError, TrainResult, collect_parameters
-from pyro_vae.models import unregistered
+from pyro_vae.inference.svi import TrainResult, collect_parameters
+from pyro_vae.inference.trainer import IndexBatches, check_finite, guarded, make_optimizer, run_epochs
 
 KINDS = ("elbo", "iwae")
 
@@ -250,6 +247,8 @@ def train_m2(
     seed: int = 0,
     progress: bool = True,
     callback: Callable[[int, dict], None] | None = None,
+    optimizer: Any = None,
+    val_every: int = 1,
 ) -> TrainResult:
     """Fit an M2 model and guide by maximising J with Adam (004 App. D: lr 1e-3, batches of 100).
 
@@ -267,6 +266,8 @@ def train_m2(
         Weights of the classifier term (≥ 0) and of the labelled bound (> 0), Eq. 5 of 004.
     epochs, batch_size, lr, seed
         ``seed`` fixes the minibatch order and Pyro's sampling.
+    optimizer, val_every
+        As in :func:`pyro_vae.inference.train`.
 
     Returns
     -------
@@ -285,57 +286,33 @@ def train_m2(
         raise ValueError(f"objective={objective!r}: expected one of {KINDS}")
     val = check_training_args(train, val, alpha=alpha, gamma=gamma, num_particles=num_particles,
                               epochs=epochs, batch_size=batch_size, lr=lr)
-    n = train.x.shape[0]
     particles = num_particles if objective == "iwae" else 1
-
-    pyro.set_rng_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
     params = collect_parameters(model, guide)
     if not params:
         raise ValueError("model and guide have no trainable parameters")
-    optim = torch.optim.Adam(params, lr=lr)
-    steps_per_epoch = -(-n // batch_size)
+    optim = make_optimizer(params, optimizer, lr)
     restarts = getattr(model, "num_restarts", None) or 1
-    history: list[dict] = []
-    val_obj = torch.full((restarts,), float("nan"))
-    step = 0
-    start = time.perf_counter()
-    with unregistered():
-        bar = tqdm(range(1, epochs + 1), desc=f"train m2 {objective}", disable=not progress, leave=False, unit="epoch")
-        for epoch in bar:
-            order = torch.randperm(n, generator=gen).to(train.x.device)
-            epoch_loss = torch.zeros(restarts, device=train.x.device)
-            for i in range(steps_per_epoch):
-                idx = order[i * batch_size: (i + 1) * batch_size]
-                try:
-                    loss = -m2_objective(model, guide, *_parts(train, idx), alpha=alpha, gamma=gamma,
-                                         kind=objective, num_particles=particles)
-                except ValueError as err:  # Pyro's validation meets a NaN before the loss does
-                    if "invalid values" not in str(err):
-                        raise
-                    first_line = str(err).splitlines()[0]
-                    raise TrainingError(f"non-finite values at step {step + 1} (epoch {epoch}): {first_line}") from err
-                if not torch.isfinite(loss).all():
-                    bad = int((~torch.isfinite(loss)).nonzero()[0, 0])
-                    raise TrainingError(f"loss is {loss[bad].item()} at step {step + 1} (epoch {epoch}) in restart "
-                                        f"{bad}; nothing was saved")
-                optim.zero_grad(set_to_none=True)
-                loss.sum().backward()
-                optim.step()
-                epoch_loss += loss.detach()
-                step += 1
-            val_obj = validation_objective_m2(model, guide, val, alpha=alpha, gamma=gamma, kind=objective,
-                                              num_particles=particles)
-            train_loss = (epoch_loss / n).cpu()
-            for r in range(restarts):
-                row = {"epoch": epoch, "restart": r, "train_loss": float(train_loss[r]),
-                       "val_objective": float(val_obj[r])}
-                history.append(row)
-                if callback is not None:
-                    callback(step, row)
-            bar.set_postfix(loss=f"{train_loss.min().item():.4f}", val=f"{val_obj.max().item():.4f}")
-    best = int(torch.nan_to_num(val_obj, nan=-float("inf")).argmax())
-    return TrainResult(history, val_obj, best, step, time.perf_counter() - start)
+    state = {"step": 0, "epoch": 0}
+
+    def step(idx: torch.Tensor, i: int) -> torch.Tensor:
+        where = f"step {state['step'] + 1} (epoch {state['epoch']})"
+        with guarded(where):
+            loss = -m2_objective(model, guide, *_parts(train, idx), alpha=alpha, gamma=gamma, kind=objective,
+                                 num_particles=particles)
+        check_finite(loss, where)
+        optim.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        optim.step()
+        state["step"] += 1
+        return loss
+
+    return run_epochs(
+        step, IndexBatches(train.x.shape[0], batch_size, seed, train.x.device), epochs=epochs, num_restarts=restarts,
+        validate=lambda: validation_objective_m2(model, guide, val, alpha=alpha, gamma=gamma, kind=objective,
+                                                 num_particles=particles),
+        val_every=val_every, on_epoch_start=lambda e: state.update(epoch=e), seed=seed,
+        desc=f"train m2 {objective}", progress=progress, callback=callback,
+    )
 
 
 def check_weights(alpha, gamma) -> None:

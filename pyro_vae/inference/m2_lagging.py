@@ -24,20 +24,15 @@ masked restart bit-for-bit unchanged.
 
 from __future__ import annotations
 
-import contextlib
-import math
-import time
 from typing import Callable
 
-import pyro
 import torch
-from tqdm.auto import tqdm
 
-from pyro_vae.inference.lagging import RestartAdam, _frozen, check_lin_options, encoder_inner_loop
+from pyro_vae.inference.lagging import LaggingSchedule, check_lin_options
 from pyro_vae.inference.m2 import KINDS, _parts, check_training_args, m2_objective, validation_objective_m2
-from pyro_vae.inference.svi import TrainingError, TrainResult, collect_parameters
+from pyro_vae.inference.svi import TrainResult, collect_parameters
+from pyro_vae.inference.trainer import IndexBatches, check_finite, guarded, run_epochs
 from pyro_vae.metrics.mutual_info import mutual_info_gaussian_encoder
-from pyro_vae.models import unregistered
 
 __all__ = ["predicted_labels", "m2_mutual_info", "train_m2_lagging"]
 
@@ -64,7 +59,7 @@ def train_m2_lagging(
     model: Callable, guide: Callable, train, val=None, *, objective: str = "elbo", alpha: float = 0.0,
     gamma: float = 1.0, num_particles: int = 1, threshold: float = 0.1, window: int = 5, max_inner_steps: int = 100,
     mi_threshold: float = 0.0, epochs: int = 100, batch_size: int = 100, lr: float = 1e-3, seed: int = 0,
-    progress: bool = True, callback: Callable[[int, dict], None] | None = None,
+    progress: bool = True, callback: Callable[[int, dict], None] | None = None, val_every: int = 1,
 ) -> TrainResult:
     """Fit an M2 model and guide by maximising J with aggressive guide training (module doc).
 
@@ -102,84 +97,33 @@ def train_m2_lagging(
     decoder = collect_parameters(model)
     seen = {id(p) for p in decoder}
     encoder = [p for p in collect_parameters(guide) if id(p) not in seen]
-    if not encoder or not decoder:
-        raise ValueError("lagging inference needs trainable parameters in both the guide and the model")
-    batched = getattr(model, "num_restarts", None)
-    enc_optim, dec_optim = RestartAdam(encoder, batched, lr), RestartAdam(decoder, batched, lr)
-    restarts, dev = batched or 1, train.x.device
-    everyone = torch.ones(restarts, dtype=torch.bool, device=dev)
-    aggressive, was = everyone.clone(), everyone.clone()
-    previous_mi = torch.full((restarts,), -math.inf, dtype=torch.float64)
-    inner = torch.zeros(restarts, dtype=torch.long, device=dev)
-    where, step = [""], 0
+    batched, dev = getattr(model, "num_restarts", None), train.x.device
 
     def loss_fn(idx: torch.Tensor) -> torch.Tensor:
         """−J per restart summed over the minibatch ``idx`` of ``train``; TrainingError if not finite."""
-        try:
+        with guarded(lin.where):
             loss = -m2_objective(model, guide, *_parts(train, idx), alpha=alpha, gamma=gamma, kind=objective,
                                  num_particles=particles)
-        except ValueError as err:  # Pyro's validation meets a NaN before the loss does
-            if "invalid values" not in str(err):
-                raise
-            raise TrainingError(f"non-finite values at {where[0]}: {str(err).splitlines()[0]}") from err
-        if not torch.isfinite(loss).all():
-            bad = int((~torch.isfinite(loss)).nonzero()[0, 0])
-            raise TrainingError(f"loss is {loss[bad].item()} at {where[0]} in restart {bad}; nothing was saved")
+        check_finite(loss, lin.where)
         return loss
 
-    pyro.set_rng_seed(seed)
-    gen, inner_gen = torch.Generator().manual_seed(seed), torch.Generator()
-    steps_per_epoch = -(-n // batch_size)
-    history: list[dict] = []
-    val_obj, start = torch.full((restarts,), float("nan")), time.perf_counter()
-    with unregistered():
-        bar = tqdm(range(1, epochs + 1), desc=f"train m2 lin {objective}", disable=not progress, leave=False,
-                   unit="epoch")
-        for epoch in bar:
-            order = torch.randperm(n, generator=gen).to(dev)
-            seeds = torch.randint(2**62, (steps_per_epoch,), generator=gen).tolist()
-            epoch_loss = torch.zeros(restarts, device=dev)
-            for i in range(steps_per_epoch):
-                idx = order[i * batch_size: (i + 1) * batch_size]
-                if bool(aggressive.any()):
-                    inner_gen.manual_seed(seeds[i])  # the same fresh minibatches however long the loop runs
+    lin = LaggingSchedule(loss_fn, encoder, decoder, batched, lr, dev, threshold=threshold, window=window,
+                          max_inner_steps=max_inner_steps, mi_threshold=mi_threshold, inner="guide")
+    batches, inner_gen, seeds, epoch_now = IndexBatches(n, batch_size, seed, dev), torch.Generator(), [], [0]
 
-                    def batch(j, idx=idx):
-                        return idx if j == 0 else torch.randperm(n, generator=inner_gen)[:batch_size].to(dev)
+    def start_epoch(epoch):
+        epoch_now[0] = epoch
+        seeds[:] = torch.randint(2**62, (batches.steps_per_epoch,), generator=batches.generator).tolist()
 
-                    where[0] = f"a guide-only step after step {step} (epoch {epoch})"
-                    taken = encoder_inner_loop(loss_fn, enc_optim, decoder, batch, aggressive, threshold=threshold,
-                                               window=window, max_steps=max_inner_steps)
-                    inner += taken
-                    step += int(taken.max())
-                where[0] = f"step {step + 1} (epoch {epoch})"
-                loss = loss_fn(idx)
-                enc_optim.zero_grad(), dec_optim.zero_grad()
-                with _frozen(encoder) if bool(aggressive.all()) else contextlib.nullcontext():
-                    loss.sum().backward()
-                dec_optim.step(everyone)
-                enc_optim.step(~aggressive)  # aggressive restarts take a decoder-only step
-                epoch_loss += loss.detach()
-                step += 1
-            extra = {"aggressive": was.tolist(), "inner_steps": inner.tolist()}
-            mi = [None] * restarts
-            if bool(aggressive.any()):
-                current = m2_mutual_info(guide, val.x, seed)
-                mi = [float(v) if a else None for v, a in zip(current, aggressive.tolist())]
-                aggressive &= ((current - previous_mi) >= mi_threshold).to(dev)
-                previous_mi = current
-            inner.zero_()
-            was = aggressive.clone()
-            val_obj = validation_objective_m2(model, guide, val, alpha=alpha, gamma=gamma, kind=objective,
-                                              num_particles=particles)
-            train_loss = (epoch_loss / n).cpu()
-            for r in range(restarts):
-                row = {"epoch": epoch, "restart": r, "train_loss": float(train_loss[r]),
-                       "val_objective": float(val_obj[r]), "aggressive": extra["aggressive"][r],
-                       "inner_steps": extra["inner_steps"][r], "mutual_info": mi[r]}
-                history.append(row)
-                if callback is not None:
-                    callback(step, row)
-            bar.set_postfix(loss=f"{train_loss.min().item():.4f}", val=f"{val_obj.max().item():.4f}")
-    best = int(torch.nan_to_num(val_obj, nan=-float("inf")).argmax())
-    return TrainResult(history, val_obj, best, step, time.perf_counter() - start)
+    def step(idx, i):
+        inner_gen.manual_seed(seeds[i])  # the same fresh minibatches however long the loop runs
+        return lin.step(idx, lambda j: idx if j == 0 else torch.randperm(n, generator=inner_gen)[:batch_size].to(dev),
+                        epoch_now[0])
+
+    return run_epochs(
+        step, batches, epochs=epochs, num_restarts=batched or 1, seed=seed,
+        validate=lambda: validation_objective_m2(model, guide, val, alpha=alpha, gamma=gamma, kind=objective,
+                                                 num_particles=particles),
+        val_every=val_every, on_epoch_start=start_epoch, on_epoch_end=lambda e: lin.end_epoch(lambda: m2_mutual_info(guide, val.x, seed)),
+        desc=f"train m2 lin {objective}", progress=progress, callback=callback, step_counter=lambda: lin.steps,
+    )

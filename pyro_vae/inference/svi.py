@@ -12,39 +12,18 @@ the validation set", 004 Appendix D).
 
 from __future__ import annotations
 
-import time
-from typing import Callable, NamedTuple
+from typing import Any, Callable, Sequence
 
-import pyro
 import pyro.poutine as poutine
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from pyro_vae.inference.objectives import VariationalObjective
-from pyro_vae.models import unregistered
+from pyro_vae.inference.trainer import (
+    Minibatches, TrainingError, TrainResult, check_finite, guarded, make_optimizer, run_epochs,
+)
 
-
-class TrainingError(RuntimeError):
-    """Training produced a non-finite loss; says at which step and restart."""
-
-
-class StepInfo(NamedTuple):
-    loss: torch.Tensor  # per restart, summed over the minibatch
-
-
-class TrainResult(NamedTuple):
-    """What :func:`train` returns.
-
-    ``history`` holds one row per epoch and restart: epoch, restart, train_loss (negative
-    objective per data point, averaged over the epoch), val_objective (per data point).
-    """
-
-    history: list[dict]
-    val_objective: torch.Tensor  # (R,) per data point, higher is better
-    best_restart: int
-    steps: int
-    seconds: float
+__all__ = ["TrainResult", "TrainingError", "collect_parameters", "resolve_device", "train", "validation_objective"]
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -95,8 +74,8 @@ def _num_restarts(model) -> int:
 def train(
     model: Callable,
     guide: Callable,
-    x_train: torch.Tensor,
-    x_val: torch.Tensor | None = None,
+    x_train: torch.Tensor | Sequence[torch.Tensor],
+    x_val: torch.Tensor | Sequence[torch.Tensor] | None = None,
     *,
     objective: str = "elbo",
     num_particles: int = 1,
@@ -105,10 +84,13 @@ def train(
     epochs: int = 100,
     batch_size: int = 100,
     lr: float = 1e-3,
-    seed: int = 0,
+    seed: int | Sequence[int] = 0,
     progress: bool = True,
     callback: Callable[[int, dict], None] | None = None,
     trainable: list[torch.Tensor] | None = None,
+    optimizer: Any = None,
+    val_every: int = 1,
+    group_restarts: Sequence[int] | None = None,
 ) -> TrainResult:
     """Fit ``model`` and ``guide`` by SVI; see the module docstring.
 
@@ -119,13 +101,22 @@ def train(
         :class:`guides.mean_field.MeanFieldGuide`, or any callable with the same sites).
     x_train, x_val : Tensor
         ``(N, D)`` data on the device the model lives on. ``x_val`` defaults to ``x_train``.
+        For a *group* of runs trained together, one tensor per run (see ``group_restarts``).
     objective : {"elbo", "iwae", "beta"}
         ``"iwae"`` uses ``num_particles`` importance samples; ``"beta"`` scales the latent
         site by ``beta``, warmed up linearly from 0 over ``anneal_epochs`` when > 0.
     epochs, batch_size, lr, seed :
-        Adam's learning rate; ``seed`` fixes the minibatch order and Pyro's sampling.
+        Adam's learning rate; ``seed`` fixes the minibatch order and Pyro's sampling (one
+        seed per run for a group).
     trainable : list of Tensor, optional
         Restrict the optimiser to these tensors (e.g. the guide's, for a fixed model).
+    optimizer : optional
+        See :func:`pyro_vae.inference.trainer.make_optimizer` (default Adam with ``lr``).
+    val_every : int
+        Validate every this many epochs (and always after the last, which selects).
+    group_restarts : sequence of int, optional
+        For a group: the restarts of each run, in the model's restart order; run g's
+        restarts see only ``x_train[g]``'s minibatches (in the order its own seed gives).
 
     Returns
     -------
@@ -143,75 +134,82 @@ def train(
     _check_positive_int("epochs", epochs)
     _check_positive_int("batch_size", batch_size)
     _check_positive_int("num_particles", num_particles)
+    _check_positive_int("val_every", val_every)
     if not isinstance(anneal_epochs, int) or anneal_epochs < 0:
         raise ValueError(f"anneal_epochs={anneal_epochs!r}: expected a non-negative integer")
     if not (isinstance(lr, (int, float)) and lr > 0):
         raise ValueError(f"lr={lr!r}: expected a positive number")
     if not beta > 0:
         raise ValueError(f"beta={beta!r}: expected a positive number")
-    if x_train.dim() != 2 or x_train.shape[0] == 0:
-        raise ValueError(f"x_train of shape {tuple(x_train.shape)}: expected (N, D) with N > 0")
-    n = x_train.shape[0]
-    if batch_size > n:
-        raise ValueError(f"batch_size={batch_size}: larger than the {n} training points")
-    x_val = x_train if x_val is None else x_val
+    batches, x_val = _minibatches(model, x_train, x_val, batch_size, seed, group_restarts)
+    example = batches.batch_example()
 
     kind = "iwae" if objective == "iwae" else "elbo"
     particles = num_particles if objective == "iwae" else 1
-    val_particles = particles
-
-    pyro.set_rng_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    params = trainable if trainable is not None else collect_parameters(model, guide, example_args=(x_train[:2],))
+    params = trainable if trainable is not None else collect_parameters(model, guide, example_args=(example,))
     if not params:
         raise ValueError("model and guide have no trainable parameters")
-    optim = torch.optim.Adam(params, lr=lr)
-    steps_per_epoch = -(-n // batch_size)
-    anneal_steps = anneal_epochs * steps_per_epoch
-    restarts = _num_restarts(model)
-    history: list[dict] = []
-    val = torch.full((restarts,), float("nan"))
-    step = 0
-    start = time.perf_counter()
-    with unregistered():
-        bar = tqdm(range(1, epochs + 1), desc=f"train {objective}", disable=not progress, leave=False, unit="epoch")
-        for epoch in bar:
-            order = torch.randperm(n, generator=gen).to(x_train.device)
-            epoch_loss = torch.zeros(restarts, device=x_train.device)
-            for i in range(steps_per_epoch):
-                idx = order[i * batch_size : (i + 1) * batch_size]
-                step_beta = beta if objective == "beta" else 1.0
-                if objective == "beta" and anneal_steps:
-                    step_beta = beta * min(1.0, (step + 1) / anneal_steps)
-                elbo = VariationalObjective(kind, particles, step_beta)
-                try:
-                    per_restart = -elbo.per_point(model, guide, x_train[idx]).sum(-1)  # (R,)
-                except ValueError as err:  # Pyro's validation meets a NaN before the loss does
-                    if "invalid values" not in str(err):
-                        raise
-                    first_line = str(err).splitlines()[0]
-                    raise TrainingError(f"non-finite values at step {step + 1} (epoch {epoch}): {first_line}") from err
-                if not torch.isfinite(per_restart).all():
-                    bad = int((~torch.isfinite(per_restart)).nonzero()[0, 0])
-                    raise TrainingError(
-                        f"loss is {per_restart[bad].item()} at step {step + 1} (epoch {epoch}) in restart {bad}; "
-                        "nothing was saved"
-                    )
-                optim.zero_grad(set_to_none=True)
-                per_restart.sum().backward()
-                optim.step()
-                epoch_loss += per_restart.detach()
-                step += 1
-            val = validation_objective(model, guide, x_val, objective, val_particles, beta)
-            train_loss = (epoch_loss / n).cpu()
-            for r in range(restarts):
-                row = {"epoch": epoch, "restart": r, "train_loss": float(train_loss[r]), "val_objective": float(val[r])}
-                history.append(row)
-                if callback is not None:
-                    callback(step, row)
-            bar.set_postfix(loss=f"{train_loss.min().item():.4f}", val=f"{val.max().item():.4f}")
-    best = int(torch.nan_to_num(val, nan=-float("inf")).argmax())
-    return TrainResult(history, val, best, step, time.perf_counter() - start)
+    optim = make_optimizer(params, optimizer, lr)
+    anneal_steps = anneal_epochs * batches.steps_per_epoch
+    state = {"step": 0, "epoch": 0}
+
+    def step(xb: torch.Tensor, i: int) -> torch.Tensor:
+        step_beta = beta if objective == "beta" else 1.0
+        if objective == "beta" and anneal_steps:
+            step_beta = beta * min(1.0, (state["step"] + 1) / anneal_steps)
+        where = f"step {state['step'] + 1} (epoch {state['epoch']})"
+        with guarded(where):
+            per_restart = -VariationalObjective(kind, particles, step_beta).per_point(model, guide, xb).sum(-1)  # (R,)
+        check_finite(per_restart, where)
+        optim.zero_grad(set_to_none=True)
+        per_restart.sum().backward()
+        optim.step()
+        state["step"] += 1
+        return per_restart
+
+    def start_epoch(epoch: int) -> None:
+        state["epoch"] = epoch
+
+    return run_epochs(
+        step, batches, epochs=epochs, num_restarts=_num_restarts(model), seed=_first(seed),
+        validate=lambda: validation_objective(model, guide, x_val, objective, particles, beta),
+        val_every=val_every, on_epoch_start=start_epoch, desc=f"train {objective}", progress=progress, callback=callback,
+    )
+
+
+def _first(seed) -> int:
+    return int(seed[0]) if isinstance(seed, (list, tuple)) else int(seed)
+
+
+def _minibatches(model, x_train, x_val, batch_size: int, seed, group_restarts) -> tuple[Minibatches, Any]:
+    """Checked minibatches of one run's data or of a group's, and the validation data to match."""
+    grouped = not torch.is_tensor(x_train)
+    xs = list(x_train) if grouped else [x_train]
+    for x in xs:
+        if not torch.is_tensor(x) or x.dim() != 2 or x.shape[0] == 0:
+            shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+            raise ValueError(f"x_train of shape {shape}: expected (N, D) with N > 0")
+        if batch_size > x.shape[0]:
+            raise ValueError(f"batch_size={batch_size}: larger than the {x.shape[0]} training points")
+    if not grouped:
+        return Minibatches(x_train, batch_size, _first(seed)), (x_train if x_val is None else x_val)
+    restarts = list(group_restarts or [])
+    if len(restarts) != len(xs) or sum(restarts) != _num_restarts(model):
+        raise ValueError(f"group_restarts={group_restarts!r}: expected one count per data set ({len(xs)}) summing to "
+                         f"the model's {_num_restarts(model)} restarts")
+    seeds = list(seed) if isinstance(seed, (list, tuple)) else [seed] * len(xs)
+    x_val = xs if x_val is None else list(x_val)
+    return Minibatches(xs, batch_size, seeds, restarts), GroupedData(x_val, restarts)
+
+
+class GroupedData:
+    """Validation data of a group: each run's ``(N, D)`` tensor repeated over its restarts."""
+
+    def __init__(self, xs: Sequence[torch.Tensor], restarts: Sequence[int]):
+        if len({x.shape[0] for x in xs}) != 1:
+            raise ValueError("the runs of a group need equal validation sizes")
+        self.stacked = torch.cat([x.unsqueeze(0).expand(r, -1, -1) for x, r in zip(xs, restarts)], 0)
+        self.shape = self.stacked.shape
 
 
 def validation_objective(
@@ -227,8 +225,10 @@ def validation_objective(
     kind = "iwae" if objective == "iwae" else "elbo"
     scale = beta if objective == "beta" else 1.0
     elbo = VariationalObjective(kind, num_particles if kind == "iwae" else 1, scale)
+    if isinstance(x, GroupedData):
+        x = x.stacked
     total = 0.0
     with torch.no_grad():
-        for chunk in torch.split(x, batch_size):
+        for chunk in torch.split(x, batch_size, dim=-2):
             total = total + elbo.per_point(model, guide, chunk).sum(-1)
-    return (total / x.shape[0]).reshape(-1).cpu()
+    return (total / x.shape[-2]).reshape(-1).cpu()

@@ -14,8 +14,8 @@ after it has updated its parameters; :func:`run_epochs` does the rest:
 * **The NaN guard** (:func:`check_finite`, :func:`guarded`): a non-finite loss, or Pyro's
   validation meeting a non-finite value first, raises :class:`TrainingError` naming the step,
   the epoch and the restart; nothing is saved as if finished.
-* **Validation** every ``val_every`` epochs and always after the last one, whose per-restart
-  value selects the best restart (004 App. D: "the run that yielded the best value on the
+* **Validation** every ``val_every`` epochs and always after the last one, on its own seeded
+  random stream (so the cadence never changes what training sees), whose per-restart value selects the best restart (004 App. D: "the run that yielded the best value on the
   training objective, computed on the validation set").
 * **History** one row per validated epoch and restart, with the method's extra columns.
 
@@ -182,6 +182,17 @@ class IndexBatches(Minibatches):
         return self.indices(i)[0]
 
 
+@contextlib.contextmanager
+def isolated_rng(device: torch.device | str, seed: int) -> Iterator[None]:
+    """Run a block on its own seeded RNG and restore the training stream afterwards, so that
+    validating (or not, at a sparser cadence) never changes the noise training sees."""
+    device = torch.device(device)
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
 def run_epochs(
     step: Callable[[torch.Tensor, int], torch.Tensor],
     batches: Minibatches,
@@ -239,7 +250,11 @@ def run_epochs(
             train_loss = (epoch_loss / n).cpu()
             if epoch % val_every and epoch != epochs:
                 continue
-            val = validate() if validate is not None else -train_loss
+            if validate is not None:
+                with isolated_rng(batches.device, (seed or 0) * 100003 + epoch):
+                    val = validate()
+            else:
+                val = -train_loss
             for r in range(num_restarts):
                 row = {"epoch": epoch, "restart": r, "train_loss": float(train_loss[r]), "val_objective": float(val[r])}
                 row.update({k: v[r] for k, v in extra.items()})

@@ -5,7 +5,7 @@ import torch
 from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import Adam
 
-from common import assert_close
+from common import PerRestartNoise, assert_close
 from guides.mean_field import MeanFieldGuide
 from pyro_vae.inference import TrainingError, train
 from pyro_vae.models import build_vae_model
@@ -26,26 +26,6 @@ def _model_guide(num_restarts=None, seed=0):
     )
 
 
-class PerRestartNoise:
-    """Reparameterisation noise drawn from one generator per restart, so that restart r of a
-    batched run and a single run of restart r see the same noise."""
-
-    def __init__(self, restarts, single=None):
-        self.gens = [torch.Generator().manual_seed(100 + r) for r in range(restarts)]
-        self.single = single
-
-    def rsample(self, normal, sample_shape=torch.Size()):
-        shape = normal._extended_shape(sample_shape)
-        per = shape[:-3] + shape[-2:]
-        if self.single is not None and len(shape) < 3:
-            eps = torch.randn(shape, generator=self.gens[self.single])
-        elif self.single is not None:
-            eps = torch.randn(per, generator=self.gens[self.single]).unsqueeze(-3)
-        else:
-            eps = torch.stack([torch.randn(per, generator=g) for g in self.gens], dim=-3)
-        return normal.loc + eps.expand(shape) * normal.scale
-
-
 @pytest.mark.parametrize("objective,particles", [("elbo", 1), ("iwae", 3)])
 def test_batched_restarts_follow_single_runs(monkeypatch, objective, particles):
     x = _data()
@@ -56,7 +36,7 @@ def test_batched_restarts_follow_single_runs(monkeypatch, objective, particles):
     kw = dict(objective=objective, num_particles=particles, epochs=3, batch_size=50, seed=7, progress=False)
     batched = train(batched_model, batched_guide, x, **kw)
     for r, (model, guide) in enumerate(singles):
-        noise.__init__(3, single=r)
+        noise.reset(single=r)
         single = train(model, guide, x, **kw)
         ref_model, ref_guide = select_restart(batched_model, r), select_restart(batched_guide, r)
         for a, b in zip(list(model.parameters()) + list(guide.parameters()),

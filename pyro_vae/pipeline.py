@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -31,8 +32,10 @@ from pyro_vae.metrics import (
 )
 from pyro_vae.metrics.decomposition import decompose_elbo
 from pyro_vae.models import VAEModel, build_vae_model
-from pyro_vae.nets import select_restart
+from pyro_vae.nets import MLP, select_restart
+from pyro_vae.rng import isolated_rng
 from pyro_vae.runs import RunStore, load_run, update_metrics
+from pyro_vae.runs.artefacts import ArtefactStore, artefact_key_hash
 
 INITS = ("random", "gt", "mixed")
 NOISES = ("fixed", "learned", "posthoc")
@@ -71,6 +74,7 @@ class RunConfig:
     latent_dim: int | None = None  # K of the trained model; None = the data set's (004 §8 varies it)
     guide: str = "mean_field"
     options: dict = field(default_factory=dict)  # the method's own options (see inference.methods)
+    val_every: int = 1  # validation cadence in epochs; the last epoch always validates and selects
 
     def validate(self) -> Dataset:
         """Check every field (raising ``ValueError`` naming it) and return the data set."""
@@ -79,7 +83,7 @@ class RunConfig:
             raise ValueError(f"guide={self.guide!r}: expected one of {sorted(GUIDES)}")
         if self.latent_dim is not None and (not isinstance(self.latent_dim, int) or self.latent_dim < 1):
             raise ValueError(f"latent_dim={self.latent_dim!r}: expected a positive integer or None")
-        for name in ("particles", "epochs", "batch_size", "restarts", "eval_samples", "gt_fit_steps"):
+        for name in ("particles", "epochs", "batch_size", "restarts", "eval_samples", "gt_fit_steps", "val_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name}={value!r}: expected a positive integer")
@@ -171,7 +175,8 @@ def set_posthoc_noise(model: VAEModel, guide, x: torch.Tensor, seed: int = 0) ->
 
 
 def evaluate_model(
-    model: VAEModel, guide, dataset: Dataset, x_test: torch.Tensor, *, eval_samples: int = 5000, seed: int = 0
+    model: VAEModel, guide, dataset: Dataset, x_test: torch.Tensor, *, eval_samples: int = 5000, seed: int = 0,
+    true_log_lik: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Test metrics of one (unbatched) model and guide.
 
@@ -181,14 +186,17 @@ def evaluate_model(
     −ELBO = entropy + MLEO + PMO (``elbo``, ``mleo``, ``pmo``; Eq. 2 of 000); the smooth k-NN
     statistic between samples of p_θ(x) and the test set (20 × 100 vs 100, 004 App. D; lower
     is better) with its SE; and I_q(x; z_i) per latent dimension (nats, 004 Table 1).
+    ``true_log_lik`` (per test point) skips recomputing the truth's log-likelihood.
     """
+    truth = true_log_likelihood(dataset, x_test) if true_log_lik is None else true_log_lik.to(x_test.device)
     est = importance_log_likelihood(model, guide, x_test, num_samples=eval_samples, seed=seed)
-    parts = decompose_elbo(model, guide, x_test, dataset, num_samples=eval_samples, seed=seed)
+    parts = decompose_elbo(model, guide, x_test, dataset, num_samples=eval_samples, seed=seed, true_log_lik=truth,
+                           importance=est)
     exact = parts.model_log_lik if parts.model_log_lik_method != "importance" else None
-    truth = true_log_likelihood(dataset, x_test)
-    torch.manual_seed(seed)
-    elbo = validation_objective(model, guide, x_test, "elbo")
+    with isolated_rng(x_test.device, seed):
+        elbo = validation_objective(model, guide, x_test, "elbo")
     n = x_test.shape[0]
+    truth = truth.double()
     generated = sample_model(model, n, seed=seed)
     knn = smooth_knn_test(generated, x_test, n=min(100, n), repeats=20, seed=seed)
     with torch.no_grad():
@@ -213,8 +221,8 @@ def evaluate_model(
         "true_loglik": float(truth.mean()),
         "true_loglik_se": float(truth.std() / math.sqrt(n)),
         "test_elbo": float(elbo[0]),
-        "noise_var": [float(v) for v in model.noise_variance().reshape(-1)],
-        "noise_var_mean": float(model.noise_variance().mean()),
+        "noise_var": [float(v) for v in model.noise_variance().detach().reshape(-1)],
+        "noise_var_mean": float(model.noise_variance().detach().mean()),
         "neg_test_elbo": -float(elbo[0]),
     }
 
@@ -231,24 +239,96 @@ def copy_into_restart(batched: torch.nn.Module, index: int, single: torch.nn.Mod
                 raise ValueError(f"{key}: shape {tuple(value.shape)} does not fit {tuple(dest.shape)}")
 
 
-def initialise_at_truth(model: VAEModel, guide, config: RunConfig, dataset: Dataset, x_train, x_val) -> dict:
+def _gt_decoder_kind(config: RunConfig, dataset: Dataset) -> str:
+    return "family" if dataset.decoder_family() is not None and config.decoder != "mlp" else "mlp"
+
+
+def gt_artefact_keys(config: RunConfig, dataset: Dataset) -> tuple[dict, dict]:
+    """The keys of the two shared GT artefacts: the decoder fit (independent of the data
+    version and of the method) and the whole initialisation (adds the version and φ_GT's fit)."""
+    decoder = {"dataset": config.dataset, "dataset_params": config.dataset_params, "decoder": _gt_decoder_kind(config, dataset),
+               "hidden": list(config.hidden), "seed": config.seed, "max_fit_steps": config.gt_fit_steps,
+               "target_mse": 1e-4}
+    init = {**decoder, "data_seed": config.data_seed, "restarts": config.restarts, "epochs": config.epochs,
+            "batch_size": config.batch_size, "lr": config.lr, "val_every": config.val_every}
+    return decoder, init
+
+
+def ground_truth_init(config: RunConfig, dataset: Dataset, x_train, x_val, artefacts: ArtefactStore | None = None):
+    """φ_GT and the decoder at the truth (004 App. D) as a shared artefact (built once per key).
+
+    Returns ``(model, guide, info, refs)``: the unbatched GT model and guide, what the fit
+    reached, and the artefacts used (``kind/digest``).
+    """
+    decoder_key, init_key = gt_artefact_keys(config, dataset)
+    kind = _gt_decoder_kind(config, dataset)
+
+    def build_init(decoder_state=None):
+        gt = gt_initialise(
+            dataset, config.restarts, x_train=x_train, x_val=x_val, decoder=kind, hidden=config.hidden,
+            epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed,
+            max_fit_steps=config.gt_fit_steps, decoder_state=decoder_state, val_every=config.val_every,
+        )
+        return gt
+
+    def unpack(tensors):
+        model = VAEModel(dataset.decoder_family(None) if kind == "family" else MLP(dataset.latent_dim, dataset.obs_dim, tuple(config.hidden)),
+                         dataset.latent_dim, dataset.obs_dim, dataset.obs_noise_var())
+        guide = MeanFieldGuide(dataset.obs_dim, dataset.latent_dim, tuple(config.hidden))
+        load_params_state(model, guide, tensors)
+        return model, guide
+
+    if artefacts is None:
+        gt = build_init()
+        return gt.model, gt.guide, {"gt_decoder_mse": gt.decoder_fit.mse, "gt_decoder_fit_reached": gt.decoder_fit.reached}, []
+    refs = []
+
+    def build():
+        decoder_state = None
+        if kind == "mlp":
+            found = artefacts.load("gt_decoder", decoder_key)
+            decoder_state = None if found is None else found.tensors
+        gt = build_init(decoder_state)
+        if kind == "mlp" and decoder_state is None:
+            refs.append(artefacts.save("gt_decoder", decoder_key, gt.model.decoder.state_dict(),
+                                       {"mse": gt.decoder_fit.mse, "reached": gt.decoder_fit.reached}).ref)
+        elif decoder_state is not None:
+            refs.append(f"gt_decoder/{artefact_key_hash('gt_decoder', decoder_key)}")
+        return params_state(gt.model, gt.guide), {"gt_decoder_mse": gt.decoder_fit.mse,
+                                                  "gt_decoder_fit_reached": gt.decoder_fit.reached}
+
+    found = artefacts.get_or_build("gt_init", init_key, build)
+    model, guide = unpack(found.tensors)
+    return model, guide, dict(found.info), refs + [found.ref]
+
+
+def true_test_log_lik(config: RunConfig, dataset: Dataset, x_test: torch.Tensor,
+                      artefacts: ArtefactStore | None = None) -> tuple[torch.Tensor, list[str]]:
+    """``log p_data(x)`` per test point (closed form or quadrature), shared by every method's run."""
+    if artefacts is None:
+        return true_log_likelihood(dataset, x_test), []
+    key = {"dataset": config.dataset, "dataset_params": config.dataset_params, "data_seed": config.data_seed,
+           "split": "test", "n": int(x_test.shape[0])}
+    found = artefacts.get_or_build(
+        "true_test_loglik", key, lambda: ({"per_point": true_log_likelihood(dataset, x_test).double().cpu()}, {}))
+    return found.tensors["per_point"], [found.ref]
+
+
+def initialise_at_truth(model: VAEModel, guide, config: RunConfig, dataset: Dataset, x_train, x_val,
+                        artefacts: ArtefactStore | None = None) -> dict:
     """The papers' GT initialisation (004 App. D) for the restarts that ``config.init`` names.
 
     The decoder is fitted to the true f (MSE < 1e-4) or set to the truth (parametric family),
     φ_GT is trained against it with restarts, and the best is copied into each chosen restart.
-    Returns what was reached, for the run's metrics.
+    With ``artefacts`` both are built once per key and reused. Returns what was reached, for
+    the run's metrics.
     """
-    gt = gt_initialise(
-        dataset, config.restarts, x_train=x_train, x_val=x_val,
-        decoder="family" if dataset.decoder_family() is not None and config.decoder != "mlp" else "mlp",
-        hidden=config.hidden, epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed,
-        max_fit_steps=config.gt_fit_steps,
-    )
+    gt_model, gt_guide, info, refs = ground_truth_init(config, dataset, x_train, x_val, artefacts)
     chosen = range(config.restarts) if config.init == "gt" else range((config.restarts + 1) // 2)
     for r in chosen:
-        copy_into_restart(model.decoder, r, gt.model.decoder)
-        copy_into_restart(guide, r, gt.guide)
-    return {"gt_restarts": list(chosen), "gt_decoder_mse": gt.decoder_fit.mse, "gt_decoder_fit_reached": gt.decoder_fit.reached}
+        copy_into_restart(model.decoder, r, gt_model.decoder)
+        copy_into_restart(guide, r, gt_guide)
+    return {"gt_restarts": list(chosen), **info, **({"artefacts": refs} if refs else {})}
 
 
 def sample_model(model: VAEModel, n: int, seed: int = 0) -> torch.Tensor:
@@ -276,48 +356,82 @@ def load_params_state(model, guide, params: dict) -> None:
     guide.load_state_dict({k[6:]: v for k, v in params.items() if k.startswith("guide.")})
 
 
-def train_and_evaluate(config: RunConfig, runs_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
-    """Train, select the best restart, evaluate and record a run; returns the JSON summary.
+class PreparedRun(NamedTuple):
+    """A run ready to train: its resolved config, data, restart-batched model and guide."""
 
-    Raises ``ValueError`` for a bad config before anything is written; a training failure
-    (e.g. NaN) marks the run failed and re-raises.
-    """
+    config: RunConfig
+    dataset: Dataset
+    splits: Any
+    model: VAEModel
+    guide: Any
+    init_info: dict
+
+
+def prepare_run(config: RunConfig, artefacts: ArtefactStore | None = None) -> PreparedRun:
+    """Validate, draw the data version, build the model and guide (seeded), initialise at the truth."""
     dataset = config.validate()
-    store = RunStore(runs_dir)
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     splits = dataset.splits(config.data_seed, device=device)
     model, guide = build_model_and_guide(config, dataset, config.restarts)
     model.to(device), guide.to(device)
-    method = METHODS[config.method]
     config = config.resolved()
-    with store.start(config.to_dict()) as run:
-        run.write_config({**config.to_dict(), "resolved_device": str(device)})
-        init_info = {}
-        if config.init != "random":
-            init_info = initialise_at_truth(
-                model, guide, config, dataset, splits.train.x.cpu(), splits.val.x.cpu()
-            )
+    init_info: dict = {}
+    if config.init != "random":
+        init_info = initialise_at_truth(model, guide, config, dataset, splits.train.x.cpu(), splits.val.x.cpu(), artefacts)
+    return PreparedRun(config, dataset, splits, model, guide, init_info)
+
+
+def finish_run(run, prepared: PreparedRun, model, guide, result, artefacts: ArtefactStore | None = None) -> dict:
+    """Select the best restart, evaluate it on the test split and record the run as finished."""
+    config, dataset, splits = prepared.config, prepared.dataset, prepared.splits
+    run.write_history(result.history)
+    init_info = dict(prepared.init_info)
+    best_model, best_guide = select_restart(model, result.best_restart), select_restart(guide, result.best_restart)
+    if config.noise == "posthoc":
+        init_info["posthoc_noise_var"] = set_posthoc_noise(best_model, best_guide, splits.train.x, config.seed)
+    truth, refs = true_test_log_lik(config, dataset, splits.test.x, artefacts)
+    start = time.perf_counter()
+    metrics = evaluate_model(best_model, best_guide, dataset, splits.test.x, eval_samples=config.eval_samples,
+                             seed=config.seed, true_log_lik=truth)
+    used = init_info.pop("artefacts", []) + refs
+    metrics.update(
+        best_restart=result.best_restart,
+        val_objective=float(result.val_objective[result.best_restart]),
+        val_objective_per_restart=[float(v) for v in result.val_objective],
+        train_seconds=result.seconds,
+        eval_seconds=time.perf_counter() - start,
+        steps=result.steps,
+        **init_info,
+        **({"artefacts": used} if used else {}),
+    )
+    run.save_params(params_state(best_model, best_guide))
+    run.finish(metrics)
+    return metrics
+
+
+def train_and_evaluate(config: RunConfig, runs_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
+    """Train, select the best restart, evaluate and record a run; returns the JSON summary.
+
+    Raises ``ValueError`` for a bad config before anything is written; a training failure
+    (e.g. NaN) marks the run failed and re-raises. The GT initialisation and the true test
+    log-likelihood are shared artefacts of ``runs_dir`` (built once per key).
+    """
+    config.validate()
+    store = RunStore(runs_dir)
+    artefacts = ArtefactStore(runs_dir)
+    resolved = config.resolved()
+    with store.start(resolved.to_dict()) as run:
+        run.write_config({**resolved.to_dict(), "resolved_device": str(resolve_device(config.device))})
+        prepared = prepare_run(config, artefacts)
+        method = METHODS[prepared.config.method]
         try:
-            result = method.fit(model, guide, splits.train.x, splits.val.x, config, progress)
+            result = method.fit(prepared.model, prepared.guide, prepared.splits.train.x, prepared.splits.val.x,
+                                prepared.config, progress)
         except TrainingError as err:
             run.fail(str(err), traceback.format_exc())
             raise
-        run.write_history(result.history)
-        best_model, best_guide = select_restart(model, result.best_restart), select_restart(guide, result.best_restart)
-        if config.noise == "posthoc":
-            init_info["posthoc_noise_var"] = set_posthoc_noise(best_model, best_guide, splits.train.x, config.seed)
-        metrics = evaluate_model(best_model, best_guide, dataset, splits.test.x, eval_samples=config.eval_samples, seed=config.seed)
-        metrics.update(
-            best_restart=result.best_restart,
-            val_objective=float(result.val_objective[result.best_restart]),
-            val_objective_per_restart=[float(v) for v in result.val_objective],
-            train_seconds=result.seconds,
-            steps=result.steps,
-            **init_info,
-        )
-        run.save_params(params_state(best_model, best_guide))
-        run.finish(metrics)
+        metrics = finish_run(run, prepared, prepared.model, prepared.guide, result, artefacts)
     return {"run_dir": str(run.run_dir), "run_id": run.run_id, "best_restart": result.best_restart, "metrics": metrics}
 
 

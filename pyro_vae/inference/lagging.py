@@ -40,7 +40,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from pyro_vae.inference.methods import Method, register_method
+from pyro_vae.inference.methods import Method, group_kwargs, register_method
 from pyro_vae.inference.fixed_model import frozen as _frozen  # no gradients for the given params
 from pyro_vae.inference.objectives import VariationalObjective
 from pyro_vae.inference.svi import (
@@ -405,12 +405,12 @@ def _first_seed(seed) -> int:
     return int(seed[0]) if isinstance(seed, (list, tuple)) else int(seed)
 
 
-def _fit_lin(model, guide, x_train, x_val, config, progress: bool = True) -> TrainResult:
+def _fit_lin(model, guide, x_train, x_val, config, progress: bool = True, group=None) -> TrainResult:
     o = config.options
     return train_lagging(
         model, guide, x_train, x_val, threshold=o["threshold"], window=o["window"], max_inner_steps=o["max_inner_steps"],
         mi_threshold=o["mi_threshold"], epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
-        seed=config.seed, progress=progress,
+        progress=progress, val_every=getattr(config, "val_every", 1), **group_kwargs(config, group),
     )
 
 
@@ -419,13 +419,14 @@ def _fit_segments(model, guide, x_train, x_val, config, progress: bool = True) -
     return train_lagging_segments(
         model, guide, x_train, x_val, segments=o["segments"], encoder_fraction=o["encoder_fraction"],
         epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed, progress=progress,
+        val_every=getattr(config, "val_every", 1),
     )
 
 
 register_method("lin", Method(
     _fit_lin, {"threshold": 0.1, "window": 5, "max_inner_steps": 100, "mi_threshold": 0.0},
     "Lagging Inference Networks (He et al. 2019): aggressive encoder steps; T=threshold, R=window (004 App. D)",
-    check_lin_options,
+    check_lin_options, groupable=True,
 ))
 register_method("lin_segments", Method(
     _fit_segments, {"segments": 10, "encoder_fraction": 0.5},

@@ -19,6 +19,15 @@ class Method(NamedTuple):
     options: dict[str, Any]  # option name -> default
     description: str
     checks: Callable[[dict], None] | None = None  # raises ValueError for bad option values
+    groupable: bool = False  # fit(..., group=Group) trains a group of runs in one vectorised loop
+
+
+class Group(NamedTuple):
+    """Runs trained together: their minibatch seeds and restart counts, in the model's order
+    (``x_train``/``x_val`` are then one tensor per run)."""
+
+    seeds: list[int]
+    restarts: list[int]
 
 
 METHODS: dict[str, Method] = {}
@@ -44,18 +53,26 @@ def resolve_options(name: str, options: dict) -> dict:
     return resolved
 
 
+def group_kwargs(config, group: Group | None) -> dict[str, Any]:
+    """The trainer's ``seed`` (and ``group_restarts``) for one run or a group."""
+    if group is None:
+        return {"seed": config.seed}
+    return {"seed": list(group.seeds), "group_restarts": list(group.restarts)}
+
+
 def _svi(objective: str) -> Callable[..., TrainResult]:
-    def fit(model, guide, x_train, x_val, config, progress: bool = True) -> TrainResult:
+    def fit(model, guide, x_train, x_val, config, progress: bool = True, group: Group | None = None) -> TrainResult:
         return train(
             model, guide, x_train, x_val,
             objective=objective, num_particles=config.particles, beta=config.beta,
             anneal_epochs=config.anneal_epochs, epochs=config.epochs, batch_size=config.batch_size,
-            lr=config.lr, seed=config.seed, progress=progress,
+            lr=config.lr, progress=progress, val_every=getattr(config, "val_every", 1), **group_kwargs(config, group),
         )
 
     return fit
 
 
-register_method("vae", Method(_svi("elbo"), {}, "MFG-VAE: the ELBO (Trace_ELBO-equivalent)"))
-register_method("iwae", Method(_svi("iwae"), {}, "IWAE bound with --particles S (Burda et al. 2016)"))
-register_method("beta", Method(_svi("beta"), {}, "β-VAE with --beta and optional --anneal-epochs warm-up"))
+register_method("vae", Method(_svi("elbo"), {}, "MFG-VAE: the ELBO (Trace_ELBO-equivalent)", groupable=True))
+register_method("iwae", Method(_svi("iwae"), {}, "IWAE bound with --particles S (Burda et al. 2016)", groupable=True))
+register_method("beta", Method(_svi("beta"), {}, "β-VAE with --beta and optional --anneal-epochs warm-up",
+                               groupable=True))

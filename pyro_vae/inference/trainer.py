@@ -35,6 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pyro_vae.models import unregistered
+from pyro_vae.rng import isolated_rng
 
 
 class TrainingError(RuntimeError):
@@ -180,17 +181,6 @@ class IndexBatches(Minibatches):
 
     def batch(self, i: int) -> torch.Tensor:
         return self.indices(i)[0]
-
-
-@contextlib.contextmanager
-def isolated_rng(device: torch.device | str, seed: int) -> Iterator[None]:
-    """Run a block on its own seeded RNG and restore the training stream afterwards, so that
-    validating (or not, at a sparser cadence) never changes the noise training sees."""
-    device = torch.device(device)
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
 
 
 def run_epochs(

@@ -18,6 +18,9 @@ import pyro.poutine as poutine
 import torch
 
 from pyro_vae.posterior.quadrature import log_marginal_quadrature
+from pyro_vae.rng import isolated_rng
+
+EVAL_ROWS = 8192  # samples × points evaluated at once: large enough to vectorise, small enough for the cache
 
 
 class LogLikEstimate(NamedTuple):
@@ -64,7 +67,7 @@ def importance_log_likelihood(
     x: torch.Tensor,
     *,
     num_samples: int = 5000,
-    chunk_size: int = 250,
+    chunk_size: int | None = None,
     inflate: float = 2.0,
     seed: int = 0,
 ) -> LogLikEstimate:
@@ -78,13 +81,15 @@ def importance_log_likelihood(
         ``(N, D)`` test points.
     num_samples : int
         S importance samples per point (000 uses 5000).
-    chunk_size : int
-        Samples drawn at a time.
+    chunk_size : int, optional
+        Samples drawn at a time; default ``max(1, 8192 // N)`` (rows of about 8 192
+        samples × points, small enough to stay in cache).
     inflate : float
         Factor on the proposal's variance (2 in 000).
     seed : int
         Seeds the proposal draws.
     """
+    chunk_size = max(1, EVAL_ROWS // max(1, x.shape[0])) if chunk_size is None else chunk_size
     for name, value in (("num_samples", num_samples), ("chunk_size", chunk_size)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}={value!r}: expected a positive integer")
@@ -92,8 +97,7 @@ def importance_log_likelihood(
         raise ValueError(f"inflate={inflate!r}: expected a positive number")
     if getattr(model, "num_restarts", None):
         raise ValueError("model is restart-batched: select one restart first (pyro_vae.nets.select_restart)")
-    pyro.set_rng_seed(seed)
-    with torch.no_grad():
+    with torch.no_grad(), isolated_rng(x.device, seed):
         q = proposal_from_guide(guide, x, inflate)
         chunks = []
         for start in range(0, num_samples, chunk_size):

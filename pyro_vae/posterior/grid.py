@@ -227,7 +227,9 @@ def grid_posterior(
         Half-width of the coarse grid under the N(0, I) prior, doubled (up to ``max_bound``)
         for the x whose box reaches its edge.
     keep_density : bool
-        Keep ``log_density`` (N, M^K); ``False`` keeps only the summaries.
+        Keep ``log_density`` (N, M^K); ``False`` keeps only the summaries, and then each
+        refinement re-evaluates only the x's that have not yet converged (``axes`` then hold
+        the last grid size on each x's box).
     max_zooms : int
         Passes that shrink a box to the mass seen on its own fine grid (for posteriors much
         narrower than the coarse spacing), each while some box shrinks by half or more.
@@ -272,7 +274,26 @@ def grid_posterior(
         if bool(result.converged.all()) or 2 * points_per_axis - 1 > max_points:
             return result
         points_per_axis = 2 * points_per_axis - 1
-        result = None
+        if keep_density:  # one grid size for every x: refine them all
+            result = None
+            continue
+        # Only the x's that have not converged are refined; the others keep their values.
+        todo = (~result.converged).nonzero()[:, 0]
+        finer, _ = _fine_pass(target, x64[todo], lo[todo], hi[todo], points_per_axis, False, mass_tol, rtol_nats)
+        result = _merge_rows(result, finer, todo, lo, hi, points_per_axis)
+
+
+def _merge_rows(old: GridPosterior, new: GridPosterior, rows: torch.Tensor, lo, hi, m: int) -> GridPosterior:
+    """``old`` with ``rows`` replaced by ``new``'s summaries; axes on ``m`` points of each box."""
+    def put(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        out = a.clone()
+        out[rows] = b
+        return out
+
+    t = torch.linspace(0, 1, m, dtype=torch.float64, device=lo.device)
+    axes = lo[..., None] + (hi - lo)[..., None] * t
+    return GridPosterior(axes, None, put(old.log_marginal, new.log_marginal), put(old.mean, new.mean),
+                         put(old.sd, new.sd), put(old.converged, new.converged), put(old.max_change, new.max_change), m)
 
 
 def _fine_pass(

@@ -173,3 +173,61 @@ def fit_to_function(
         if step % 250 == 249 and mse() < target_mse:
             break
     return mse()
+
+
+def _restart_tensors(sub: nn.Module, restarts: int):
+    """(kind, name, value) of a restart-batched submodule's own restart-indexed tensors."""
+    for name, value in list(sub.named_parameters(recurse=False)):
+        if value.dim() > 0 and value.shape[0] == restarts:
+            yield "param", name, value
+    for name in getattr(sub, "restart_buffers", ()):
+        yield "buffer", name, getattr(sub, name)
+
+
+def _set(sub: nn.Module, kind: str, name: str, value: torch.Tensor, requires_grad: bool = True) -> None:
+    if kind == "param":
+        setattr(sub, name, nn.Parameter(value, requires_grad))
+    else:
+        sub.register_buffer(name, value)
+
+
+def slice_restarts(module: nn.Module, start: int, count: int) -> nn.Module:
+    """A copy of restarts ``start … start+count-1`` of a restart-batched module (still batched)."""
+    import copy
+
+    out = copy.deepcopy(module)
+    for sub in out.modules():
+        restarts = getattr(sub, "num_restarts", None)
+        if restarts is None:
+            continue
+        if not (0 <= start and count >= 1 and start + count <= restarts):
+            raise ValueError(f"restarts {start}..{start + count - 1}: expected within 0..{restarts - 1}")
+        for kind, name, value in list(_restart_tensors(sub, restarts)):
+            _set(sub, kind, name, value.detach()[start : start + count].clone(), value.requires_grad)
+        sub.num_restarts = count
+    return out
+
+
+def stack_restarts(modules: Sequence[nn.Module]) -> nn.Module:
+    """One restart-batched module holding the restarts of ``modules`` (same architecture), in order.
+
+    The inverse of :func:`slice_restarts`: a group of runs trains as one module whose restarts
+    are the runs' restarts side by side.
+    """
+    import copy
+
+    if not modules:
+        raise ValueError("modules: expected at least one module")
+    out = copy.deepcopy(modules[0])
+    subs = [dict(m.named_modules()) for m in modules]
+    for path, sub in out.named_modules():
+        restarts = getattr(sub, "num_restarts", None)
+        if restarts is None:
+            continue
+        parts = [s[path] for s in subs]
+        counts = [p.num_restarts for p in parts]
+        for kind, name, value in list(_restart_tensors(sub, restarts)):
+            stacked = torch.cat([getattr(p, name).detach() for p in parts], 0).clone()
+            _set(sub, kind, name, stacked, value.requires_grad)
+        sub.num_restarts = sum(counts)
+    return out

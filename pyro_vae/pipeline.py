@@ -281,7 +281,7 @@ def ground_truth_init(config: RunConfig, dataset: Dataset, x_train, x_val, artef
     if artefacts is None:
         gt = build_init()
         return gt.model, gt.guide, {"gt_decoder_mse": gt.decoder_fit.mse, "gt_decoder_fit_reached": gt.decoder_fit.reached}, []
-    refs = []
+    refs = [f"gt_decoder/{artefact_key_hash('gt_decoder', decoder_key)}"] if kind == "mlp" else []
 
     def build():
         decoder_state = None
@@ -290,10 +290,8 @@ def ground_truth_init(config: RunConfig, dataset: Dataset, x_train, x_val, artef
             decoder_state = None if found is None else found.tensors
         gt = build_init(decoder_state)
         if kind == "mlp" and decoder_state is None:
-            refs.append(artefacts.save("gt_decoder", decoder_key, gt.model.decoder.state_dict(),
-                                       {"mse": gt.decoder_fit.mse, "reached": gt.decoder_fit.reached}).ref)
-        elif decoder_state is not None:
-            refs.append(f"gt_decoder/{artefact_key_hash('gt_decoder', decoder_key)}")
+            artefacts.save("gt_decoder", decoder_key, gt.model.decoder.state_dict(),
+                           {"mse": gt.decoder_fit.mse, "reached": gt.decoder_fit.reached})
         return params_state(gt.model, gt.guide), {"gt_decoder_mse": gt.decoder_fit.mse,
                                                   "gt_decoder_fit_reached": gt.decoder_fit.reached}
 
@@ -382,7 +380,8 @@ def prepare_run(config: RunConfig, artefacts: ArtefactStore | None = None) -> Pr
     return PreparedRun(config, dataset, splits, model, guide, init_info)
 
 
-def finish_run(run, prepared: PreparedRun, model, guide, result, artefacts: ArtefactStore | None = None) -> dict:
+def finish_run(run, prepared: PreparedRun, model, guide, result, artefacts: ArtefactStore | None = None,
+               extra: dict | None = None) -> dict:
     """Select the best restart, evaluate it on the test split and record the run as finished."""
     config, dataset, splits = prepared.config, prepared.dataset, prepared.splits
     run.write_history(result.history)
@@ -404,6 +403,7 @@ def finish_run(run, prepared: PreparedRun, model, guide, result, artefacts: Arte
         steps=result.steps,
         **init_info,
         **({"artefacts": used} if used else {}),
+        **(extra or {}),
     )
     run.save_params(params_state(best_model, best_guide))
     run.finish(metrics)

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
 from pyro_vae.io import atomic_write_text, read_json, write_json
+
+
+def default_workers() -> int:
+    """The cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def sweep_dir(out: str | Path, name: str, quick: bool) -> Path:
@@ -50,6 +59,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         raise ValueError(f"--executor {args.executor!r}: expected one of {EXECUTORS}")
     if args.workers < 1:
         raise ValueError(f"--workers {args.workers}: expected a positive integer")
+    if args.threads < 1:
+        raise ValueError(f"--threads {args.threads}: expected a positive integer")
     experiment = load_experiment(args.name)
     configs = experiment.runs(quick=args.quick, device=args.device)
     for cfg in configs:  # every config is checked before anything is written
@@ -60,7 +71,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     print(f"{experiment.name}: {len(configs)} runs{' (quick)' if args.quick else ''} → {folder}", flush=True)
     start = time.perf_counter()
     result = run_sweep(configs, folder / "runs", executor=args.executor, workers=args.workers,
-                       address=args.address, progress=not args.quiet)
+                       address=args.address, progress=not args.quiet, threads=args.threads, group=not args.no_group)
     seconds = time.perf_counter() - start
     print(f"ran {result.ran}, skipped {result.skipped} already finished, failed {len(result.failed)} "
           f"in {seconds:.0f} s", flush=True)
@@ -121,7 +132,12 @@ def add_parsers(sub) -> None:
     p.add_argument("name", help="an experiment name (see `pyro-vae experiments`) or a .toml path")
     p.add_argument("--quick", action="store_true", help="shrunken protocol: minutes on a 2-core CPU")
     p.add_argument("--executor", default="local", help="local or ray")
-    p.add_argument("--workers", type=int, default=1, help="parallel runs (process pool or Ray tasks)")
+    p.add_argument("--workers", type=int, default=default_workers(),
+                   help="parallel groups of runs (process pool or Ray tasks); default: the cores available")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads per worker (1 avoids oversubscribing the cores)")
+    p.add_argument("--no-group", action="store_true",
+                   help="train every run alone instead of grouping runs that differ only in data version and seed")
     p.add_argument("--address", default=None, help="Ray cluster address (default: a local instance)")
     p.add_argument("--device", default=None, help="cpu, cuda or auto (default: the config's)")
     p.add_argument("--out", default="reproductions")

@@ -1,6 +1,8 @@
 """Resumable sweeps: run every config of an experiment once, whatever was killed before.
 
-A run is identified by the hash of its resolved config. ``run_sweep`` skips the configs the
+A run is identified by the hash of its resolved config. Configs that differ only in data
+version and seed train as one vectorised group (:mod:`pyro_vae.reproduce.groups`), each
+still recorded as its own run. ``run_sweep`` skips the configs the
 store already holds as *finished*; a run killed mid-way stays "running" (or "failed") in the
 index and is simply run again, so a sweep killed at any moment and started again loses
 nothing finished and repeats nothing finished. Restarts are batched inside each run.
@@ -31,19 +33,23 @@ class SweepResult(NamedTuple):
     failed: list[tuple[str, str]]  # (config summary, error)
 
 
-def _execute(config_dict: dict, runs_dir: str, threads: int | None) -> dict:
-    """Run one config in a worker (a top-level function, so process pools can pickle it)."""
+def _execute(config_dicts: list[dict], runs_dir: str, threads: int | None) -> list[dict]:
+    """Run one group of configs in a worker (a top-level function, so process pools can pickle it).
+
+    ``threads``: torch's intra-op threads in this worker (1 by default: with more than one
+    process per core, OpenMP's spin-waiting makes a step many times slower).
+    """
     import torch
 
-    if threads:
-        torch.set_num_threads(threads)
-    if config_dict.get("method") == "m2":
+    torch.set_num_threads(threads or 1)
+    if config_dicts[0].get("method") == "m2":
         from pyro_vae.pipeline_m2 import M2Config, train_and_evaluate_m2
 
-        return train_and_evaluate_m2(M2Config.from_dict(config_dict), runs_dir, progress=False)
-    from pyro_vae.pipeline import RunConfig, train_and_evaluate
+        return [train_and_evaluate_m2(M2Config.from_dict(d), runs_dir, progress=False) for d in config_dicts]
+    from pyro_vae.pipeline import RunConfig
+    from pyro_vae.reproduce.groups import train_group
 
-    return train_and_evaluate(RunConfig.from_dict(config_dict), runs_dir, progress=False)
+    return train_group([RunConfig.from_dict(d) for d in config_dicts], runs_dir, progress=False)
 
 
 def _label(cfg) -> str:
@@ -64,18 +70,25 @@ def run_sweep(
     workers: int = 1,
     address: str | None = None,
     progress: bool = True,
-    execute: Callable[[dict, str, int | None], dict] = _execute,
+    execute: Callable[[list[dict], str, int | None], list[dict]] = _execute,
+    threads: int = 1,
+    group: bool = True,
+    max_group_restarts: int = 100,
 ) -> SweepResult:
     """Run each of ``configs`` (RunConfigs) that is not finished in ``runs_dir``.
 
     Configs are validated and their method options resolved before anything runs, so a bad
-    config fails the whole sweep up front. Failures of single runs (e.g. NaN) are recorded
-    in the store and returned; the sweep goes on.
+    config fails the whole sweep up front. Configs that differ only in data version and seed
+    train together as one vectorised group (``group=True``; :mod:`pyro_vae.reproduce.groups`)
+    and are recorded as separate runs. Failures of single runs (e.g. NaN) are recorded in the
+    store and returned; the sweep goes on. Every worker uses ``threads`` torch threads.
     """
     if executor not in EXECUTORS:
         raise ValueError(f"executor={executor!r}: expected one of {EXECUTORS}")
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers={workers!r}: expected a positive integer")
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise ValueError(f"threads={threads!r}: expected a positive integer")
     from pyro_vae.reproduce.experiments import resolved as _resolved
 
     resolved = []
@@ -87,35 +100,42 @@ def run_sweep(
     skipped = len(resolved) - len(todo)
     failed: list[tuple[str, str]] = []
     bar = tqdm(total=len(resolved), initial=skipped, desc="sweep", unit="run", disable=not progress)
-    jobs = [(cfg.to_dict(), str(runs_dir)) for cfg in todo]
-    labels = [_label(cfg) for cfg in todo]
+    if group:
+        from pyro_vae.reproduce.groups import make_groups
 
-    def done(label: str, error: BaseException | None) -> None:
+        groups = make_groups(todo, max_group_restarts)
+    else:
+        groups = [[cfg] for cfg in todo]
+    jobs = [([cfg.to_dict() for cfg in g], str(runs_dir)) for g in groups]
+    labels = [[_label(cfg) for cfg in g] for g in groups]
+
+    def done(names: list[str], error: BaseException | None) -> None:
         if error is not None:
-            failed.append((label, f"{type(error).__name__}: {error}"))
-        bar.update(1)
-        bar.set_postfix(last=label, failed=len(failed))
+            bad = {i for i, _ in getattr(error, "errors", [])} or set(range(len(names)))
+            for i in sorted(bad):
+                failed.append((names[i], f"{type(error).__name__}: {error}"))
+        bar.update(len(names))
+        bar.set_postfix(last=names[-1], group=len(names), failed=len(failed))
 
     if executor == "ray":
-        _run_ray(jobs, labels, address, workers, execute, done)
+        _run_ray(jobs, labels, address, workers, threads, execute, done)
     elif workers == 1:
-        for (cfg, root), label in zip(jobs, labels):
+        for (cfgs, root), names in zip(jobs, labels):
             try:
-                execute(cfg, root, None)
-                done(label, None)
+                execute(cfgs, root, threads)
+                done(names, None)
             except Exception as err:  # recorded as failed in the store by the run itself
-                done(label, err)
+                done(names, err)
     else:
-        threads = max(1, (os.cpu_count() or 1) // workers)
         with cf.ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = {pool.submit(execute, cfg, root, threads): label for (cfg, root), label in zip(jobs, labels)}
+            futures = {pool.submit(execute, cfgs, root, threads): names for (cfgs, root), names in zip(jobs, labels)}
             for fut in cf.as_completed(futures):
                 done(futures[fut], fut.exception())
     bar.close()
     return SweepResult(len(resolved), skipped, len(todo), failed)
 
 
-def _run_ray(jobs, labels, address, workers, execute, done) -> None:
+def _run_ray(jobs, labels, address, workers, threads, execute, done) -> None:
     try:
         import ray
     except ImportError:
@@ -125,7 +145,7 @@ def _run_ray(jobs, labels, address, workers, execute, done) -> None:
         ray.init(address=address, num_cpus=None if address else workers, include_dashboard=False, log_to_driver=False)
     try:
         remote = ray.remote(num_cpus=1)(execute)
-        refs = {remote.remote(cfg, root, 1): label for (cfg, root), label in zip(jobs, labels)}
+        refs = {remote.remote(cfgs, root, threads): names for (cfgs, root), names in zip(jobs, labels)}
         pending_refs = list(refs)
         while pending_refs:
             ready, pending_refs = ray.wait(pending_refs, num_returns=1)

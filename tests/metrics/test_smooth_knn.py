@@ -158,3 +158,15 @@ def test_rejects_bad_shapes_and_sizes():
         smooth_knn_test(np.zeros((500, 2)), np.zeros((50, 2)), n=100)
     with pytest.raises(ValueError, match="repeats must be"):
         smooth_knn_test(np.zeros((500, 2)), np.zeros((500, 2)), repeats=1)
+
+
+def test_batched_repeats_equal_the_one_draw_statistic():
+    """The k = 1 batched path gives each repeat's statistic as smooth_knn_statistic does."""
+    from pyro_vae.metrics.smooth_knn import _batched_statistics_k1
+
+    rng = np.random.default_rng(3)
+    p, q = rng.normal(size=(500, 2)), rng.normal(loc=0.3, size=(400, 2))
+    draws = [(rng.choice(500, 50, replace=False), rng.choice(400, 60, replace=False)) for _ in range(7)]
+    batched = _batched_statistics_k1(p, q, draws, alpha=0.7, chunk=3)
+    one = [smooth_knn_statistic(p[i], q[j], k=1, alpha=0.7) for i, j in draws]
+    np.testing.assert_allclose(batched, one, rtol=1e-9, atol=1e-12)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
 from pyro_vae.io import atomic_write_text, read_json, write_json
+from pyro_vae.provenance import utc_now
 
 
 def default_workers() -> int:
@@ -28,7 +30,8 @@ def write_report(experiment, folder: Path, quick: bool) -> str:
     from pyro_vae.reproduce.report import build_rows, to_csv, to_markdown
 
     rows = build_rows(experiment, folder / "runs", quick=quick)
-    markdown = to_markdown(experiment, rows, quick=quick)
+    sweep = read_json(folder / "sweep.json") if (folder / "sweep.json").is_file() else {}
+    markdown = to_markdown(experiment, rows, quick=quick, reductions=sweep.get("reductions", ()))
     atomic_write_text(folder / "report.md", markdown)
     atomic_write_text(folder / "report.csv", to_csv(experiment, rows))
     return markdown
@@ -67,12 +70,18 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         cfg.validate()
     folder = sweep_dir(args.out, experiment.name, args.quick)
     atomic_write_text(folder / "experiment.toml", experiment.source.read_text())
-    write_json(folder / "sweep.json", {"experiment": experiment.name, "quick": args.quick, "source": str(experiment.source)})
+    from pyro_vae.reproduce.results import publish_results, sweep_record
+
+    record = sweep_record(experiment.name, quick=args.quick, source=str(experiment.source), configs=len(configs),
+                          command=["pyro-vae", *sys.argv[1:]] if sys.argv else None)
+    write_json(folder / "sweep.json", record)
     print(f"{experiment.name}: {len(configs)} runs{' (quick)' if args.quick else ''} → {folder}", flush=True)
     start = time.perf_counter()
     result = run_sweep(configs, folder / "runs", executor=args.executor, workers=args.workers,
                        address=args.address, progress=not args.quiet, threads=args.threads, group=not args.no_group)
     seconds = time.perf_counter() - start
+    write_json(folder / "sweep.json", {**record, "wall_seconds": round(seconds, 1), "ran": result.ran,
+                                       "skipped": result.skipped, "failed": len(result.failed), "finished": utc_now()})
     print(f"ran {result.ran}, skipped {result.skipped} already finished, failed {len(result.failed)} "
           f"in {seconds:.0f} s", flush=True)
     for label, error in result.failed:
@@ -81,6 +90,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     figures = _write_figures(experiment, folder, args.quick) if not args.no_figures else []
     for path in figures:
         print(f"wrote {path}")
+    if args.results:
+        for path in publish_results(folder, args.results):
+            print(f"wrote {path}")
     return 1 if result.failed else 0
 
 
@@ -104,6 +116,13 @@ def cmd_report(args: argparse.Namespace) -> int:
         except ValueError:
             experiment = load_experiment(meta["experiment"])
         print(write_report(experiment, folder, bool(meta.get("quick"))))
+        if args.results:
+            from pyro_vae.reproduce.results import publish_results
+
+            if not args.no_figures:
+                _write_figures(experiment, folder, bool(meta.get("quick")))
+            for path in publish_results(folder, args.results):
+                print(f"wrote {path}")
         return 0
     runs = folder / "runs" if (folder / "runs" / "index.sqlite").is_file() else folder
     if not (runs / "index.sqlite").is_file():
@@ -143,8 +162,13 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", default="reproductions")
     p.add_argument("--no-figures", action="store_true")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--results", default=None, metavar="DIR",
+                   help="also publish the report, panels and provenance.json to DIR (e.g. experiments/results/NAME)")
     p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("report", help="write report.md/report.csv for a sweep or runs folder")
     p.add_argument("folder")
+    p.add_argument("--results", default=None, metavar="DIR",
+                   help="also redraw the panels and publish report, panels and provenance.json to DIR")
+    p.add_argument("--no-figures", action="store_true", help="with --results: publish without redrawing the panels")
     p.set_defaults(func=cmd_report)

@@ -15,7 +15,7 @@ import itertools
 import math
 import statistics
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 from pyro_vae.reproduce.experiments import resolved
 from pyro_vae.runs.store import RunStore, config_hash
@@ -126,12 +126,20 @@ def _fmt(mean: float | None, std: float | None) -> str:
     return "—" if mean is None else f"{mean:.3f} ± {std:.3f}"
 
 
-def to_markdown(experiment, rows: list[Row], *, quick: bool = False) -> str:
-    """A Markdown table per metric: rows data sets, columns methods (ours | paper | Δ/σ_paper)."""
+def to_markdown(experiment, rows: list[Row], *, quick: bool = False, reductions: Sequence[str] = ()) -> str:
+    """A Markdown table per metric: rows data sets, columns methods (ours | paper | Δ/σ_paper).
+
+    The header states the protocol: the paper's, quick mode, or the listed ``reductions``.
+    """
     out = io.StringIO()
     out.write(f"# {experiment.title or experiment.name}\n\n")
     out.write(f"Source: {experiment.paper} {experiment.reference}. ")
     out.write("Quick mode (shrunken protocol): numbers are a smoke test, not a reproduction.\n\n" if quick else "\n\n")
+    if reductions:
+        out.write("**Protocol reductions:** " + "; ".join(reductions) + ".\n\n")
+    elif not quick:
+        out.write("**Protocol:** the paper's (all data versions, restarts, epochs, grids and evaluation sizes of the "
+                  "config).\n\n")
     methods = columns(experiment)
     for metric in experiment.metrics:
         out.write(f"## {metric}\n\n| data set | " + " | ".join(methods) + " |\n")

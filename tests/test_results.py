@@ -1,0 +1,51 @@
+"""Committed results: every report parses and states its protocol; `report --results` writes the same columns."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from pyro_vae.cli import main
+
+RESULTS = Path(__file__).resolve().parents[1] / "experiments" / "results"
+PROVENANCE_KEYS = {"experiment", "command", "commit", "packages", "machine", "wall_seconds", "runs", "protocol", "reductions"}
+CSV_HEADER = ["experiment", "dataset", "method", "metric", "selected", "ours_mean", "ours_std", "versions",
+              "paper_mean", "paper_std", "diff_in_paper_std"]
+
+
+def committed():
+    return sorted(p.parent for p in RESULTS.glob("*/provenance.json"))
+
+
+@pytest.mark.parametrize("folder", committed(), ids=lambda p: p.name)
+def test_committed_report_parses_and_names_its_protocol(folder):
+    prov = json.loads((folder / "provenance.json").read_text())
+    assert PROVENANCE_KEYS <= set(prov), f"{folder.name}: provenance lacks {PROVENANCE_KEYS - set(prov)}"
+    assert prov["protocol"] in ("paper", "reduced")
+    assert (prov["protocol"] == "reduced") == bool(prov["reductions"])
+    report = (folder / "report.md").read_text()
+    assert report.startswith("# ") and "|---|" in report
+    assert ("**Protocol reductions:**" in report) == (prov["protocol"] == "reduced")
+    if (folder / "report.csv").is_file():
+        with open(folder / "report.csv") as f:
+            rows = list(csv.reader(f))
+        assert rows[0] == CSV_HEADER and len(rows) > 1
+
+
+def test_report_results_on_a_tiny_quick_sweep_writes_the_committed_columns(tmp_path):
+    toml = tmp_path / "tiny.toml"
+    toml.write_text(
+        'name = "tiny"\ntitle = "tiny"\npaper = "004"\nreference = "test"\n'
+        '[data]\ndatasets = ["circle"]\nversions = [0, 1]\n'
+        '[train]\nrestarts = 2\nepochs = 1\neval_samples = 50\nhidden = [8]\n'
+        '[[methods]]\nname = "vae"\n[select]\nmetric = "val_objective"\n[report]\nmetrics = ["test_loglik"]\n'
+        '[quick]\nversions = [0]\n'
+    )
+    out, dest = tmp_path / "out", tmp_path / "results"
+    assert main(["reproduce", str(toml), "--quick", "--out", str(out), "--no-figures", "--quiet", "--workers", "1"]) == 0
+    assert main(["report", str(out / "tiny-quick"), "--results", str(dest), "--no-figures"]) == 0
+    prov = json.loads((dest / "provenance.json").read_text())
+    assert PROVENANCE_KEYS <= set(prov) and prov["protocol"] == "reduced" and prov["runs"]["finished"] == 1
+    with open(dest / "report.csv") as f:
+        assert next(csv.reader(f)) == CSV_HEADER

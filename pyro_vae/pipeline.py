@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -20,7 +19,7 @@ import torch
 
 from guides.mean_field import MeanFieldGuide
 from pyro_vae.datasets import Dataset, get_dataset
-from pyro_vae.inference import TrainingError, resolve_device, validation_objective
+from pyro_vae.inference import resolve_device, validation_objective
 from pyro_vae.inference.fixed_model import gt_initialise
 from pyro_vae.inference.methods import METHODS, resolve_options
 from pyro_vae.metrics import (
@@ -36,6 +35,7 @@ from pyro_vae.nets import MLP, select_restart
 from pyro_vae.rng import isolated_rng
 from pyro_vae.runs import RunStore, load_run, update_metrics
 from pyro_vae.runs.artefacts import ArtefactStore, artefact_key_hash
+from pyro_vae.run_steps import fit_or_fail, load_params_state, params_state, select_evaluate_record
 
 INITS = ("random", "gt", "mixed")
 KNN_REPEATS = 1000  # smooth kNN repeats (batched, seconds): SE over repeats ≈ 0.03–0.05 instead of ≈ 0.3 at 20
@@ -345,19 +345,6 @@ def sample_model(model: VAEModel, n: int, seed: int = 0) -> torch.Tensor:
         return loc + eps * model.noise_variance().reshape(-1).sqrt()
 
 
-def params_state(model, guide) -> dict[str, torch.Tensor]:
-    """One flat state dict of a model and its guide (``model.*``, ``guide.*``), as a run saves it."""
-    out = {f"model.{k}": v.detach().cpu() for k, v in model.state_dict().items()}
-    out.update({f"guide.{k}": v.detach().cpu() for k, v in guide.state_dict().items()})
-    return out
-
-
-def load_params_state(model, guide, params: dict) -> None:
-    """Inverse of :func:`params_state`."""
-    model.load_state_dict({k[6:]: v for k, v in params.items() if k.startswith("model.")})
-    guide.load_state_dict({k[6:]: v for k, v in params.items() if k.startswith("guide.")})
-
-
 class PreparedRun(NamedTuple):
     """A run ready to train: its resolved config, data, restart-batched model and guide."""
 
@@ -388,29 +375,19 @@ def finish_run(run, prepared: PreparedRun, model, guide, result, artefacts: Arte
                extra: dict | None = None) -> dict:
     """Select the best restart, evaluate it on the test split and record the run as finished."""
     config, dataset, splits = prepared.config, prepared.dataset, prepared.splits
-    run.write_history(result.history)
     init_info = dict(prepared.init_info)
-    best_model, best_guide = select_restart(model, result.best_restart), select_restart(guide, result.best_restart)
-    if config.noise == "posthoc":
-        init_info["posthoc_noise_var"] = set_posthoc_noise(best_model, best_guide, splits.train.x, config.seed)
     truth, refs = true_test_log_lik(config, dataset, splits.test.x, artefacts)
-    start = time.perf_counter()
-    metrics = evaluate_model(best_model, best_guide, dataset, splits.test.x, eval_samples=config.eval_samples,
-                             seed=config.seed, true_log_lik=truth)
     used = init_info.pop("artefacts", []) + refs
-    metrics.update(
-        best_restart=result.best_restart,
-        val_objective=float(result.val_objective[result.best_restart]),
-        val_objective_per_restart=[float(v) for v in result.val_objective],
-        train_seconds=result.seconds,
-        eval_seconds=time.perf_counter() - start,
-        steps=result.steps,
-        **init_info,
-        **({"artefacts": used} if used else {}),
-        **(extra or {}),
-    )
-    run.save_params(params_state(best_model, best_guide))
-    run.finish(metrics)
+
+    def evaluate(best_model, best_guide) -> dict:
+        if config.noise == "posthoc":
+            init_info["posthoc_noise_var"] = set_posthoc_noise(best_model, best_guide, splits.train.x, config.seed)
+        metrics = evaluate_model(best_model, best_guide, dataset, splits.test.x, eval_samples=config.eval_samples,
+                                 seed=config.seed, true_log_lik=truth)
+        return {**metrics, **init_info}
+
+    metrics = select_evaluate_record(run, model, guide, result, evaluate, **(extra or {}),
+                                     **({"artefacts": used} if used else {}))
     return metrics
 
 
@@ -429,12 +406,8 @@ def train_and_evaluate(config: RunConfig, runs_dir: str | Path, *, progress: boo
         run.write_config({**resolved.to_dict(), "resolved_device": str(resolve_device(config.device))})
         prepared = prepare_run(config, artefacts)
         method = METHODS[prepared.config.method]
-        try:
-            result = method.fit(prepared.model, prepared.guide, prepared.splits.train.x, prepared.splits.val.x,
-                                prepared.config, progress)
-        except TrainingError as err:
-            run.fail(str(err), traceback.format_exc())
-            raise
+        result = fit_or_fail(run, lambda: method.fit(prepared.model, prepared.guide, prepared.splits.train.x,
+                                                     prepared.splits.val.x, prepared.config, progress))
         metrics = finish_run(run, prepared, prepared.model, prepared.guide, result, artefacts)
     return {"run_dir": str(run.run_dir), "run_id": run.run_id, "best_restart": result.best_restart, "metrics": metrics}
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,13 +41,12 @@ import torch
 from guides.m2 import PAPER_TEMPERATURE, build_m2_guide
 from pyro_vae.datasets import Dataset, get_dataset
 from pyro_vae.datasets.uci import NUM_SPLITS, UCI_FILES
-from pyro_vae.inference import TrainingError, resolve_device
+from pyro_vae.inference import resolve_device
 from pyro_vae.inference.m2 import KINDS, check_weights, m2_terms, train_m2, validation_objective_m2
 from pyro_vae.inference.m2_lagging import train_m2_lagging
 from pyro_vae.metrics import smooth_knn_test
 from pyro_vae.models_m2 import M2Model, build_m2_model
-from pyro_vae.nets import select_restart
-from pyro_vae.pipeline import load_params_state, params_state
+from pyro_vae.run_steps import fit_or_fail, load_params_state, select_evaluate_record
 from pyro_vae.runs import RunStore, load_run
 
 GUIDES = ("auto", "enum", "relaxed", "gaussian")
@@ -415,32 +413,19 @@ def train_and_evaluate_m2(config: M2Config, runs_dir: str | Path, *, progress: b
         run.write_config({**config.to_dict(), "resolved_device": str(device),
                           "resolved_guide": config.resolved_guide(dataset), "label_probs": probs,
                           "hidden_resolved": list(config.model_hidden())})
-        try:
-            common = dict(objective=config.objective, alpha=config.alpha, gamma=config.gamma,
-                          num_particles=particles, epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
-                          seed=config.seed, progress=progress)
-            if config.lagging:
-                result = train_m2_lagging(model, guide, splits.train, splits.val, threshold=config.lin_threshold,
-                                          window=config.lin_window, **common)
-            else:
-                result = train_m2(model, guide, splits.train, splits.val, **common)
-        except TrainingError as err:
-            run.fail(str(err), traceback.format_exc())
-            raise
-        run.write_history(result.history)
-        best_model, best_guide = select_restart(model, result.best_restart), select_restart(guide, result.best_restart)
-        metrics = evaluate_m2(best_model, best_guide, dataset, splits, config)
-        metrics.update(
-            best_restart=result.best_restart,
-            val_objective=float(result.val_objective[result.best_restart]),
-            val_objective_per_restart=[float(v) for v in result.val_objective],
-            train_seconds=result.seconds,
-            seconds_per_epoch=result.seconds / config.epochs,
-            steps=result.steps,
-            labelled_train_points=int(splits.train.labelled.sum()),
+        common = dict(objective=config.objective, alpha=config.alpha, gamma=config.gamma,
+                      num_particles=particles, epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
+                      seed=config.seed, progress=progress)
+        if config.lagging:
+            fit = lambda: train_m2_lagging(model, guide, splits.train, splits.val,  # noqa: E731
+                                           threshold=config.lin_threshold, window=config.lin_window, **common)
+        else:
+            fit = lambda: train_m2(model, guide, splits.train, splits.val, **common)  # noqa: E731
+        result = fit_or_fail(run, fit)
+        metrics = select_evaluate_record(
+            run, model, guide, result, lambda m, g: evaluate_m2(m, g, dataset, splits, config),
+            seconds_per_epoch=result.seconds / config.epochs, labelled_train_points=int(splits.train.labelled.sum()),
         )
-        run.save_params(params_state(best_model, best_guide))
-        run.finish(metrics)
     return {"run_dir": str(run.run_dir), "run_id": run.run_id, "best_restart": result.best_restart, "metrics": metrics}
 
 

@@ -20,7 +20,7 @@ import torch
 from guides.mean_field import MeanFieldGuide
 from pyro_vae.datasets import Dataset, get_dataset
 from pyro_vae.inference import resolve_device, validation_objective
-from pyro_vae.inference.fixed_model import gt_initialise
+from pyro_vae.inference.fixed_model import fit_decoder_to_truth, gt_initialise
 from pyro_vae.inference.methods import METHODS, resolve_options
 from pyro_vae.metrics import (
     importance_log_likelihood,
@@ -302,6 +302,44 @@ def ground_truth_init(config: RunConfig, dataset: Dataset, x_train, x_val, artef
     found = artefacts.get_or_build("gt_init", init_key, build)
     model, guide = unpack(found.tensors)
     return model, guide, dict(found.info), refs + [found.ref]
+
+
+def build_shared_artefacts(config: RunConfig, runs_dir: str | Path, stage: str) -> str | None:
+    """Build one shared artefact of ``config`` in ``runs_dir`` ahead of its run (sweeps call this
+    in parallel over distinct keys): ``stage`` "gt_decoder" (the decoder fit, shared by every
+    data version), "gt_init" (φ_GT for the config's version) or "true_test_loglik"."""
+    dataset = config.validate()
+    config = config.resolved()
+    artefacts = ArtefactStore(runs_dir)
+    splits = dataset.splits(config.data_seed)
+    if stage == "true_test_loglik":
+        return true_test_log_lik(config, dataset, splits.test.x, artefacts)[1][0]
+    if config.init == "random":
+        return None
+    decoder_key, init_key = gt_artefact_keys(config, dataset)
+    if stage == "gt_decoder":
+        if _gt_decoder_kind(config, dataset) != "mlp" or artefacts.load("gt_decoder", decoder_key) is not None:
+            return None
+        torch.manual_seed(config.seed)  # as gt_initialise builds it
+        net = MLP(dataset.latent_dim, dataset.obs_dim, tuple(config.hidden))
+        fit = fit_decoder_to_truth(net, dataset, max_steps=config.gt_fit_steps, seed=config.seed)
+        return artefacts.save("gt_decoder", decoder_key, net.state_dict(), {"mse": fit.mse, "reached": fit.reached}).ref
+    if stage == "gt_init":
+        torch.manual_seed(config.seed)
+        return ground_truth_init(config, dataset, splits.train.x, splits.val.x, artefacts)[3][-1]
+    raise ValueError(f"stage={stage!r}: expected 'gt_decoder', 'gt_init' or 'true_test_loglik'")
+
+
+def shared_artefact_keys(config: RunConfig, stage: str) -> Any:
+    """The key of ``stage``'s artefact for ``config`` (None when it has none), to deduplicate work."""
+    dataset = config.validate()
+    config = config.resolved()
+    if stage == "true_test_loglik":
+        return (config.dataset, repr(sorted(config.dataset_params.items())), config.data_seed)
+    if config.init == "random":
+        return None
+    decoder_key, init_key = gt_artefact_keys(config, dataset)
+    return artefact_key_hash(stage, decoder_key if stage == "gt_decoder" else init_key)
 
 
 def true_test_log_lik(config: RunConfig, dataset: Dataset, x_test: torch.Tensor,

@@ -52,6 +52,52 @@ def _execute(config_dicts: list[dict], runs_dir: str, threads: int | None) -> li
     return train_group([RunConfig.from_dict(d) for d in config_dicts], runs_dir, progress=False)
 
 
+SHARED_STAGES = ("gt_decoder", "gt_init", "true_test_loglik")  # in order: a GT init reuses the decoder fit
+
+
+def _build_artefact(config_dict: dict, runs_dir: str, stage: str, threads: int | None) -> str | None:
+    """Build one shared artefact in a worker (top-level, so process pools can pickle it)."""
+    import torch
+
+    torch.set_num_threads(threads or 1)
+    from pyro_vae.pipeline import RunConfig, build_shared_artefacts
+
+    return build_shared_artefacts(RunConfig.from_dict(config_dict), runs_dir, stage)
+
+
+def prebuild_artefacts(configs: Sequence, runs_dir: str | Path, *, workers: int = 1, threads: int = 1,
+                       progress: bool = True) -> int:
+    """Build the shared artefacts of ``configs`` (unsupervised runs) once per key, ``workers`` at a
+    time, before any group trains: runs that share one then never build it twice. Returns how
+    many were built or found."""
+    from pyro_vae.pipeline import RunConfig, shared_artefact_keys
+
+    unsupervised = [c for c in configs if isinstance(c, RunConfig)]
+    count = 0
+    for stage in SHARED_STAGES:
+        jobs: dict = {}
+        for cfg in unsupervised:
+            key = shared_artefact_keys(cfg, stage)
+            if key is not None and key not in jobs:
+                jobs[key] = cfg.to_dict()
+        if not jobs:
+            continue
+        bar = tqdm(total=len(jobs), desc=f"shared {stage}", unit="artefact", disable=not progress)
+        if workers == 1 or len(jobs) == 1:
+            for cfg in jobs.values():
+                _build_artefact(cfg, str(runs_dir), stage, threads)
+                bar.update(1)
+        else:
+            with cf.ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+                futures = [pool.submit(_build_artefact, cfg, str(runs_dir), stage, threads) for cfg in jobs.values()]
+                for fut in cf.as_completed(futures):
+                    fut.result()
+                    bar.update(1)
+        bar.close()
+        count += len(jobs)
+    return count
+
+
 def _label(cfg) -> str:
     opts = ",".join(f"{k}={v}" for k, v in sorted(getattr(cfg, "options", {}).items()))
     return f"{cfg.dataset}/{cfg.method}{'[' + opts + ']' if opts else ''}/v{cfg.data_seed}"
@@ -99,6 +145,8 @@ def run_sweep(
     todo = pending(resolved, store)
     skipped = len(resolved) - len(todo)
     failed: list[tuple[str, str]] = []
+    if executor == "local" and todo:
+        prebuild_artefacts(todo, runs_dir, workers=workers, threads=threads, progress=progress)
     bar = tqdm(total=len(resolved), initial=skipped, desc="sweep", unit="run", disable=not progress)
     if group:
         from pyro_vae.reproduce.groups import make_groups

@@ -98,6 +98,12 @@ def prebuild_artefacts(configs: Sequence, runs_dir: str | Path, *, workers: int 
     return count
 
 
+def _cost(group: list) -> float:
+    """A rough relative cost of a group (restarts × particles × epochs), to run cheap groups first."""
+    return sum(getattr(c, "restarts", 1) * (getattr(c, "particles", 1) if getattr(c, "method", "") == "iwae" else 1)
+               * getattr(c, "epochs", 1) for c in group)
+
+
 def _label(cfg) -> str:
     opts = ",".join(f"{k}={v}" for k, v in sorted(getattr(cfg, "options", {}).items()))
     return f"{cfg.dataset}/{cfg.method}{'[' + opts + ']' if opts else ''}/v{cfg.data_seed}"
@@ -152,6 +158,7 @@ def run_sweep(
         from pyro_vae.reproduce.groups import make_groups
 
         groups = make_groups(todo, max_group_restarts)
+        groups.sort(key=_cost)  # cheapest first: a sweep stopped early has whole columns of the cheap methods
     else:
         groups = [[cfg] for cfg in todo]
     jobs = [([cfg.to_dict() for cfg in g], str(runs_dir)) for g in groups]

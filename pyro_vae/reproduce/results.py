@@ -60,8 +60,9 @@ def publish_results(sweep_folder: str | Path, dest: str | Path, *, command: str 
         raise ValueError(f"{str(folder)!r}: not a sweep folder with a report (run `pyro-vae reproduce` first)")
     sweep = read_json(folder / "sweep.json")
     written = []
-    for name in ("report.md", "report.csv"):
-        written.append(atomic_write_bytes(dest / name, (folder / name).read_bytes()))
+    for name in ("report.md", "report.csv", "pairs.csv"):
+        if (folder / name).is_file():
+            written.append(atomic_write_bytes(dest / name, (folder / name).read_bytes()))
     figures = sorted((folder / "figures").glob("*.png")) if (folder / "figures").is_dir() else []
     for png in figures:
         written.append(atomic_write_bytes(dest / "figures" / png.name, png.read_bytes()))

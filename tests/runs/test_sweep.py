@@ -139,3 +139,17 @@ def test_ray_executor(tiny, tmp_path):
     result = run_sweep(tiny.runs()[:2], tmp_path / "runs", executor="ray", workers=2, progress=False)
     assert result.ran == 2 and not result.failed
     assert len(RunStore(tmp_path / "runs").list(status="finished")) == 2
+
+
+def test_paired_differences_pair_runs_by_data_version(tiny, tmp_path):
+    from pyro_vae.reproduce.report import paired_differences
+
+    run_sweep(tiny.runs(), tmp_path / "runs", progress=False)
+    pairs = paired_differences(tiny, tmp_path / "runs")
+    rows = build_rows(tiny, tmp_path / "runs")
+    for p in pairs:
+        assert p["versions"] == 2 and 0 <= p["a_lower_in"] <= 2
+        a = next(r for r in rows if (r.dataset, r.method, r.metric) == (p["dataset"], p["a"], p["metric"]))
+        b = next(r for r in rows if (r.dataset, r.method, r.metric) == (p["dataset"], p["b"], p["metric"]))
+        assert abs(p["mean_diff"] - (a.ours_mean - b.ours_mean)) < 1e-9  # same versions: mean of differences
+    assert {(p["a"], p["b"]) for p in pairs} == {("vae", "iwae")}

@@ -98,10 +98,17 @@ def prebuild_artefacts(configs: Sequence, runs_dir: str | Path, *, workers: int 
     return count
 
 
+_STEP_COST = {"lin": 3.0}  # LIN's encoder-only inner loops cost a few plain steps per step while aggressive
+
+
 def _cost(group: list) -> float:
     """A rough relative cost of a group (restarts × particles × epochs), to run cheap groups first."""
-    return sum(getattr(c, "restarts", 1) * (getattr(c, "particles", 1) if getattr(c, "method", "") == "iwae" else 1)
-               * getattr(c, "epochs", 1) for c in group)
+    def one(c) -> float:
+        method = getattr(c, "method", "")
+        per_step = getattr(c, "particles", 1) if method == "iwae" else _STEP_COST.get(method, 1.0)
+        return getattr(c, "restarts", 1) * per_step * getattr(c, "epochs", 1)
+
+    return sum(one(c) for c in group)
 
 
 def _label(cfg) -> str:

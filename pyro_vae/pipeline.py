@@ -33,7 +33,8 @@ from pyro_vae.metrics.decomposition import decompose_elbo
 from pyro_vae.models import VAEModel, build_vae_model
 from pyro_vae.nets import MLP, select_restart
 from pyro_vae.rng import isolated_rng
-from pyro_vae.runs import RunStore, load_run, update_metrics
+from pyro_vae import checks
+from pyro_vae.runs import RunStore, evaluable_config, load_run, update_metrics
 from pyro_vae.runs.artefacts import ArtefactStore, artefact_key_hash
 from pyro_vae.run_steps import fit_or_fail, load_params_state, params_state, select_evaluate_record
 
@@ -436,7 +437,7 @@ def train_and_evaluate(config: RunConfig, runs_dir: str | Path, *, progress: boo
     (e.g. NaN) marks the run failed and re-raises. The GT initialisation and the true test
     log-likelihood are shared artefacts of ``runs_dir`` (built once per key).
     """
-    config.validate()
+    checks.check_run(config, config.validate(), runs_dir)
     store = RunStore(runs_dir)
     artefacts = ArtefactStore(runs_dir)
     resolved = config.resolved()
@@ -453,10 +454,7 @@ def train_and_evaluate(config: RunConfig, runs_dir: str | Path, *, progress: boo
 def load_trained(run_dir: str | Path, device: str = "cpu") -> tuple[RunConfig, Dataset, VAEModel, MeanFieldGuide, dict]:
     """Rebuild the selected restart's model and guide of a finished run."""
     loaded = load_run(run_dir)
-    if loaded.status != "finished" or loaded.params is None:
-        raise ValueError(f"run_dir={str(run_dir)!r}: run is {loaded.status!r}, not finished with parameters")
-    stored = {k: v for k, v in loaded.config.items() if k != "resolved_device"}
-    config = RunConfig.from_dict(stored)
+    config = evaluable_config(loaded, RunConfig)  # also a run killed after saving params.pt
     config.device = device
     dataset = config.validate()
     model, guide = build_model_and_guide(config, dataset, None)
@@ -470,6 +468,6 @@ def evaluate_run(run_dir: str | Path, *, device: str = "cpu", eval_samples: int 
     config, dataset, model, guide, old = load_trained(run_dir, device)
     splits = dataset.splits(config.data_seed, device=resolve_device(device))
     metrics = evaluate_model(model, guide, dataset, splits.test.x, eval_samples=eval_samples or config.eval_samples, seed=config.seed)
-    merged = update_metrics(run_dir, metrics)
+    merged = update_metrics(run_dir, metrics, rebuild=True)
     return {"run_dir": str(run_dir), "best_restart": merged.get("best_restart", old.get("best_restart")), "metrics": merged}
 import guides.flow  # noqa: E402,F401  registers --guide flow

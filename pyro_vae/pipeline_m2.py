@@ -47,7 +47,8 @@ from pyro_vae.inference.m2_lagging import train_m2_lagging
 from pyro_vae.metrics import smooth_knn_test
 from pyro_vae.models_m2 import M2Model, build_m2_model
 from pyro_vae.run_steps import fit_or_fail, load_params_state, select_evaluate_record
-from pyro_vae.runs import RunStore, load_run
+from pyro_vae import checks
+from pyro_vae.runs import RunStore, evaluable_config, load_run
 
 GUIDES = ("auto", "enum", "relaxed", "gaussian")
 CONTINUOUS_COHORTS = (-3.5, 3.5)  # 004 Table 4
@@ -122,8 +123,7 @@ class M2Config:
             _check_int("latent_dim", self.latent_dim, 1)
         if self.noise_var is not None and not (_is_number(self.noise_var) and 0 < self.noise_var < math.inf):
             raise ValueError(f"noise_var={self.noise_var!r}: expected a positive number")
-        if not _is_number(self.lin_threshold):
-            raise ValueError(f"lin_threshold={self.lin_threshold!r}: expected a finite real number")
+        checks.nonneg_number("lin_threshold", self.lin_threshold)
         _check_int("lin_window", self.lin_window, 1)
         for name in ("straight_through", "z_given_y", "lagging"):
             if not isinstance(getattr(self, name), bool):
@@ -401,6 +401,7 @@ def train_and_evaluate_m2(config: M2Config, runs_dir: str | Path, *, progress: b
     training failure (e.g. NaN) marks the run failed and re-raises.
     """
     dataset = config.validate()
+    checks.check_run(config, dataset, runs_dir)
     store = RunStore(runs_dir)
     device = resolve_device(config.device)
     splits = load_splits(config, dataset, device)
@@ -432,13 +433,9 @@ def train_and_evaluate_m2(config: M2Config, runs_dir: str | Path, *, progress: b
 def load_trained_m2(run_dir: str | Path, device: str = "cpu") -> tuple[M2Config, Dataset, M2Model, Any, dict]:
     """Rebuild the selected restart's model and guide of a finished M2 run."""
     loaded = load_run(run_dir)
-    if loaded.status != "finished" or loaded.params is None:
-        raise ValueError(f"run_dir={str(run_dir)!r}: run is {loaded.status!r}, not finished with parameters")
-    stored = dict(loaded.config)
-    probs = stored.pop("label_probs", None)
-    for key in ("resolved_device", "resolved_guide", "hidden_resolved"):
-        stored.pop(key, None)
-    config = M2Config.from_dict(stored)
+    probs = loaded.config.get("label_probs")
+    stored = {k: v for k, v in loaded.config.items() if k not in ("label_probs", "resolved_guide", "hidden_resolved")}
+    config = evaluable_config(loaded._replace(config=stored), M2Config)
     config.device = device
     dataset = config.validate()
     model, guide = build_m2(config, dataset, probs, None)

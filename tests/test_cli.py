@@ -71,12 +71,12 @@ def test_train_and_evaluate_json(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv,needle",
     [
-        (["train", "nope"], "nope"),
-        (["train", "figure8", "--method", "gan"], "method='gan'"),
-        (["train", "figure8", "--epochs", "0"], "epochs=0"),
-        (["train", "figure8", "--restarts", "-1"], "restarts=-1"),
-        (["train", "figure8", "--batch-size", "5001"], "batch_size=5001"),
-        (["train", "figure8", "--device", "tpu"], "device='tpu'"),
+        (["train", "nope"], "dataset 'nope'"),
+        (["train", "figure8", "--method", "gan"], "--method 'gan'"),
+        (["train", "figure8", "--epochs", "0"], "--epochs: invalid value '0'"),
+        (["train", "figure8", "--restarts", "-1"], "--restarts: invalid value '-1'"),
+        (["train", "figure8", "--batch-size", "5001"], "--batch-size 5001"),
+        (["train", "figure8", "--device", "tpu"], "--device 'tpu'"),
         (["train", "discrete_semicircle"], "semi-supervised"),
         (["train", "mobius", "--decoder", "family"], "no parametric family"),
     ],
@@ -112,6 +112,5 @@ def test_sample_bad_extension_writes_nothing(tmp_path, capsys):
 
 
 def test_argparse_rejects_non_integer_sizes(capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(["sample", "circle", "-n", "zero", "--out", "x.csv"])
-    assert exc.value.code == 2
+    code, _, err = _run(capsys, "sample", "circle", "-n", "zero", "--out", "x.csv")
+    assert code == 2 and "argument -n: invalid value 'zero'" in err and err.count("\n") == 1

@@ -42,7 +42,7 @@ def test_posterior_nuts_short_single_chain_is_flagged(capsys):
     [
         (["posterior", "circle", "--x", "1,2,3"], "--x '1,2,3'"),
         (["posterior", "circle", "--x", "a,b"], "--x 'a,b'"),
-        (["posterior", "circle", "--x", "1,0", "--method", "mcmc"], "--method 'mcmc'"),
+        (["posterior", "circle", "--x", "1,0", "--method", "mcmc"], "--method: invalid choice: 'mcmc'"),
         (["posterior", "circle", "--x", "1,0", "--plot", "p.pdf"], "--plot 'p.pdf'"),
         (["posterior", "circle"], "--x"),
         (["posterior", "circle", "--x", "1,0", "--run", "/nonexistent/run"], "/nonexistent/run"),

@@ -194,7 +194,10 @@ def test_posterior_panel_nuts_draws():
     fig = plots.posterior_panel(ds, torch.tensor([[0.0, 1.0]]), method="nuts",
                                 nuts_kwargs={"num_chains": 1, "num_warmup": 30, "num_samples": 40})
     [ax] = _panels(fig)
-    assert len(ax.patches) == 60  # the histogram of NUTS draws
+    bars = [p for p in ax.patches if not p.get_hatch()]
+    assert len(bars) == 60  # the histogram of NUTS draws
+    # one short chain fails its diagnostics: the panel is hatched and says so
+    assert [p.get_hatch() for p in ax.patches if p.get_hatch()] == ["///"] and "NOT OK" in ax.get_title()
     assert not ax.get_lines()  # no grid posterior was asked for
 
 

@@ -3,39 +3,43 @@
 from __future__ import annotations
 
 import argparse
-import math
+import sys
 
 import torch
 
+from pyro_vae.cli.common import add_command, flags_of, parse_numbers, positive_int, nonneg_int, seed_int
 from pyro_vae.io import atomic_write_bytes
 
 
 def parse_point(text: str, obs_dim: int) -> list[float]:
     """``"0.1,-0.2"`` → ``[0.1, -0.2]``, checked against the data set's dimension."""
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError:
-        raise ValueError(f"--x {text!r}: expected {obs_dim} comma-separated numbers") from None
-    if len(values) != obs_dim or not all(math.isfinite(v) for v in values):
-        raise ValueError(f"--x {text!r}: expected {obs_dim} comma-separated finite numbers")
-    return values
+    return parse_numbers(text, "--x", obs_dim)
 
 
-def _check_plot_path(path: str | None) -> None:
-    if path is not None and not path.lower().endswith(".png"):
-        raise ValueError(f"--plot {path!r}: expected a file ending in .png")
+def _fmt(values) -> str:
+    return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
+
+
+def _diagnostics_line(p: dict, thresholds: dict) -> str:
+    from pyro_vae.posterior.nuts import format_against
+
+    rhat = format_against(p["r_hat"], thresholds["max_rhat"])
+    ess = format_against(p["ess_bulk"], thresholds["min_ess_bulk"])
+    rel = lambda ok: "≤" if ok else ">"  # noqa: E731
+    return (f"R-hat {rhat} {rel(p['r_hat'] <= thresholds['max_rhat'])} {thresholds['max_rhat']:g}, "
+            f"bulk ESS {ess} {'≥' if p['ess_bulk'] >= thresholds['min_ess_bulk'] else '<'} "
+            f"{thresholds['min_ess_bulk']:g}, {p['divergences']} divergence(s)")
 
 
 def cmd_posterior(args: argparse.Namespace) -> int:
-    from pyro_vae.datasets import get_dataset
+    from pyro_vae import checks
+    from pyro_vae.cli.data import dataset_from_args
     from pyro_vae.posterior.grid import grid_posterior
 
-    if args.method not in ("nuts", "quadrature"):
-        raise ValueError(f"--method {args.method!r}: expected 'nuts' or 'quadrature'")
-    for name in ("chains", "warmup", "samples"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name} {getattr(args, name)}: expected a positive integer")
-    _check_plot_path(args.plot)
+    if args.plot is not None:
+        checks.output_file("--plot", args.plot, (".png",))
+    if not args.x:
+        raise ValueError("--x: give at least one observation, e.g. --x 0.0,0.0")
     guide = None
     if args.run:
         from pyro_vae.pipeline import load_trained
@@ -47,12 +51,14 @@ def cmd_posterior(args: argparse.Namespace) -> int:
         if config.dataset != args.dataset:
             raise ValueError(f"--run {args.run!r} was trained on {config.dataset!r}, not {args.dataset!r}")
     else:
-        dataset = get_dataset(args.dataset)
+        dataset = dataset_from_args(args.dataset, None)
+    if getattr(dataset, "label_dim", None):
+        raise ValueError(f"dataset {args.dataset!r} has labels: p(z | x) needs y as well; expected an unlabelled data set")
     if args.method == "quadrature" and dataset.latent_dim > 2:
         raise ValueError(f"--method quadrature: {args.dataset!r} has latent_dim {dataset.latent_dim}; allowed up to 2")
-    if not args.x:
-        raise ValueError("--x: give at least one observation, e.g. --x 0.0,0.0")
-    x = torch.tensor([parse_point(t, dataset.obs_dim) for t in args.x])
+    typed = [t.strip() for t in args.x]
+    values = [parse_point(t, dataset.obs_dim) for t in typed]
+    x = torch.tensor(values)
 
     points, nuts = [], []
     grid = grid_posterior(dataset, x) if (args.method == "quadrature" or args.plot) and dataset.latent_dim <= 2 else None
@@ -63,21 +69,23 @@ def cmd_posterior(args: argparse.Namespace) -> int:
             dataset, x, seed=args.seed, num_chains=args.chains, num_warmup=args.warmup, num_samples=args.samples
         )
     q = guide.distribution(x) if guide is not None else None
-    for i, row in enumerate(x):
+    for i, row in enumerate(values):
         if args.method == "nuts":
             res, draws = nuts[i], nuts[i].flat()
             d = res.diagnostics
             point = {
-                "x": row.tolist(), "mean": draws.mean(0).tolist(), "sd": draws.std(0).tolist(),
+                "x": row, "mean": draws.mean(0).tolist(), "sd": draws.std(0).tolist(),
                 "r_hat": max(d["r_hat"]), "ess_bulk": min(d["ess_bulk"]), "divergences": d["divergences"],
                 "ok": res.ok, "reasons": list(res.reasons),
             }
         else:
             point = {
-                "x": row.tolist(), "mean": grid.mean[i].tolist(), "sd": grid.sd[i].tolist(),
+                "x": row, "mean": grid.mean[i].tolist(), "sd": grid.sd[i].tolist(),
                 "r_hat": None, "ess_bulk": None, "ok": bool(grid.converged[i]),
                 "log_marginal": float(grid.log_marginal[i]),
             }
+            if not point["ok"]:
+                point["reasons"] = ["the grid did not converge"]
         if q is not None:
             point["guide_mean"] = q.loc[i].tolist()
             point["guide_sd"] = q.scale[i].tolist()
@@ -91,17 +99,27 @@ def cmd_posterior(args: argparse.Namespace) -> int:
     if args.plot:
         atomic_write_bytes(args.plot, _posterior_png(dataset, x, grid, nuts, guide))
     summary = {"method": args.method, "dataset": args.dataset, "points": points}
+    failed = [t for t, p in zip(typed, points) if not p["ok"]]
     if args.json:
         from pyro_vae.io import dumps_json
 
-        print(dumps_json(summary, nonfinite="null"))
+        print(dumps_json(summary, nonfinite="null"), end="")
     else:
-        for p in points:
-            diag = f"R-hat {p['r_hat']:.3f}, ESS {p['ess_bulk']:.0f}" if p["r_hat"] is not None else "grid"
-            flag = "ok" if p["ok"] else "NOT OK: " + "; ".join(p.get("reasons", ["grid did not converge"]))
-            print(f"x={p['x']}: mean {p['mean']}, sd {p['sd']} ({diag}) {flag}")
+        for text, p in zip(typed, points):
+            how = _diagnostics_line(p, nuts[0].diagnostics["thresholds"]) if p["r_hat"] is not None else "grid"
+            body = f"mean {_fmt(p['mean'])}, sd {_fmt(p['sd'])} ({how})"
+            if p["ok"]:
+                print(f"x={text}: {body} ok")
+            else:
+                print(f"!!! FAILED REFERENCE x={text}: {'; '.join(p['reasons'])} -- not usable as ground truth")
+                print(f"    x={text}: {body}")
         if args.plot:
-            print(f"wrote {args.plot}")
+            print(f"wrote {args.plot}" + (" (failed references hatched)" if failed else ""))
+    if failed:
+        hint = ("more --warmup/--samples, or --method quadrature (K ≤ 2)" if args.method == "nuts"
+                else "a larger grid is not available from the command line")
+        print(f"pyro-vae posterior: warning: {len(failed)} of {len(points)} reference posterior(s) FAILED their "
+              f"diagnostics (x={'; x='.join(failed)}); try {hint}", file=sys.stderr)
     return 0
 
 
@@ -116,7 +134,7 @@ def _posterior_png(dataset, x, grid, nuts, guide) -> bytes:
 
 def cmd_decompose(args: argparse.Namespace) -> int:
     """−ELBO = entropy + MLEO + PMO for the truth with its best guide (φ_GT) or for a run."""
-    from pyro_vae.datasets import get_dataset
+    from pyro_vae.cli.data import dataset_from_args
     from pyro_vae.io import dumps_json
     from pyro_vae.metrics.decomposition import decompose_elbo
 
@@ -124,11 +142,15 @@ def cmd_decompose(args: argparse.Namespace) -> int:
         from pyro_vae.pipeline import load_trained
 
         config, dataset, model, guide, _ = load_trained(args.run)
+        if config.dataset != args.dataset:
+            raise ValueError(f"--run {args.run!r} was trained on {config.dataset!r}, not {args.dataset!r}")
         x = dataset.splits(config.data_seed).test.x
         parts = decompose_elbo(model, guide, x, dataset, seed=args.seed)
         how = f"run {args.run}"
     else:
-        dataset = get_dataset(args.dataset)
+        dataset = dataset_from_args(args.dataset, None)
+        if getattr(dataset, "label_dim", None):
+            raise ValueError(f"dataset {args.dataset!r} has labels: the split of −ELBO is for unsupervised sets")
         x = dataset.splits(args.data_seed).test.x
         if dataset.marginal() is not None:
             from pyro_vae.metrics import linear_gaussian as lg
@@ -155,25 +177,27 @@ def cmd_decompose(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("posterior", help="true posteriors p(z|x) by NUTS or quadrature (and a run's q)")
-    p.add_argument("dataset")
-    p.add_argument("--x", action="append", help="an observation, e.g. 0.0,0.0 (repeatable; write --x=-1,0 when it starts with a minus)")
+    p = add_command(sub, "posterior", "true posteriors p(z|x) by NUTS or quadrature (and a run's q)")
+    p.add_argument("dataset", help="an unsupervised data set (see `pyro-vae datasets`)")
+    p.add_argument("--x", action="append", metavar="X1,...,XD",
+                   help="an observation, e.g. 0.0,0.0 or -0.5,0.3 (repeatable)")
     p.add_argument("--run", help="a run folder whose guide q(z|x) is compared with the truth")
-    p.add_argument("--method", default="nuts", help="nuts or quadrature (latent_dim ≤ 2)")
-    p.add_argument("--chains", type=int, default=4)
-    p.add_argument("--warmup", type=int, default=1000)
-    p.add_argument("--samples", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--plot", help="write the panels to FILE.png")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_posterior)
+    p.add_argument("--method", default="nuts", choices=("nuts", "quadrature"),
+                   help="nuts, or quadrature on an adaptive grid (latent_dim ≤ 2)")
+    p.add_argument("--chains", type=positive_int, default=4, help="NUTS chains from dispersed starting points")
+    p.add_argument("--warmup", type=nonneg_int, default=1000, help="NUTS warm-up steps per chain")
+    p.add_argument("--samples", type=positive_int, default=1000, help="NUTS draws kept per chain")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the chains")
+    p.add_argument("--plot", help="write the panels to FILE.png (failed references hatched)")
+    p.add_argument("--json", action="store_true", help="print JSON (with ok and reasons per point)")
+    p.set_defaults(func=cmd_posterior, flag_names=flags_of(p))
 
-    p = sub.add_parser("decompose", help="split −ELBO into data entropy, MLEO and PMO (Eq. 2 of 000)")
-    p.add_argument("dataset")
+    p = add_command(sub, "decompose", "split −ELBO into data entropy, MLEO and PMO (Eq. 2 of 000)")
+    p.add_argument("dataset", help="a data set (see `pyro-vae datasets`)")
     p.add_argument("--run", help="a run folder; default: the ground truth with its best guide")
-    p.add_argument("--data-seed", type=int, default=0)
-    p.add_argument("--restarts", type=int, default=3, help="φ_GT restarts (004 uses 10)")
-    p.add_argument("--epochs", type=int, default=100, help="φ_GT training epochs")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_decompose)
+    p.add_argument("--data-seed", type=seed_int, default=0, help="data version whose test split is used")
+    p.add_argument("--restarts", type=positive_int, default=3, help="φ_GT restarts (004 uses 10)")
+    p.add_argument("--epochs", type=positive_int, default=100, help="φ_GT training epochs")
+    p.add_argument("--seed", type=seed_int, default=0, help="random seed")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_decompose, flag_names=flags_of(p))

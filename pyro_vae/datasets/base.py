@@ -16,6 +16,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 
+from pyro_vae import checks
 from pyro_vae.datasets import surrogate as _surrogate
 
 
@@ -207,8 +208,11 @@ class Dataset:
         return x, z
 
     def sample(self, n: int, seed: int, device="cpu") -> tuple[torch.Tensor, ...]:
-        """Draw ``n`` points: ``(x, z)`` as float32 tensors, the same for the same ``seed``."""
+        """Draw ``n`` points: ``(x, z)`` as float32 tensors, the same for the same ``seed``.
+
+        ``n`` whose arrays cannot fit in the available memory is refused (with the estimate)."""
         check_positive_int("n", n)
+        checks.require_memory("n", n, checks.sample_bytes(n, self.obs_dim + self.latent_dim + 1))
         gen = torch.Generator().manual_seed(check_seed(seed))
         return tuple(t.to(device) for t in self._draw(n, gen))
 

@@ -40,6 +40,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from pyro_vae import checks
 from pyro_vae.inference.methods import Method, group_kwargs, register_method
 from pyro_vae.inference.fixed_model import frozen as _frozen  # no gradients for the given params
 from pyro_vae.inference.objectives import VariationalObjective
@@ -156,7 +157,7 @@ def _real(name: str, value) -> None:
 
 def check_lin_options(options: dict) -> None:
     """ValueError naming a bad ``threshold``, ``mi_threshold``, ``window`` or ``max_inner_steps``."""
-    _real("threshold", options["threshold"])
+    checks.nonneg_number("threshold", options["threshold"])
     _real("mi_threshold", options["mi_threshold"])
     _check_positive_int("window", options["window"])
     _check_positive_int("max_inner_steps", options["max_inner_steps"])
@@ -233,6 +234,7 @@ class _Trainer:
 
     def __init__(self, model, guide, x_train, x_val, objective, num_particles, epochs, batch_size, lr, seed=0,
                  group_restarts=None, val_every=1):
+        x_train, x_val = checks.training_data(model, guide, x_train, x_val, lr=lr, epochs=epochs, batch_size=batch_size)
         if objective not in ("elbo", "iwae"):
             raise ValueError(f"objective={objective!r}: expected 'elbo' or 'iwae'")
         for name, value in (("epochs", epochs), ("batch_size", batch_size), ("num_particles", num_particles),

@@ -42,7 +42,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pyro_vae.inference.fixed_model import fit_guide
+from pyro_vae import checks
 from pyro_vae.inference.methods import Method, register_method
+from pyro_vae.runs.progress import report as report_progress
 from pyro_vae.inference.objectives import bound
 from pyro_vae.inference.svi import TrainingError, TrainResult, _check_positive_int
 from pyro_vae.metrics.normality import henze_zirkler_penalty
@@ -220,6 +222,7 @@ def fit_likelihood(
             terms.total.sum().backward()
             optim.step()
             step += 1
+            report_progress(step, epoch_offset + epoch)
             loss_sum = loss_sum + terms.total.detach() * idx.numel()
             nll_sum = nll_sum + terms.nll.detach() * idx.numel()
         with torch.no_grad():
@@ -306,6 +309,7 @@ def train_libi(
     ----------
     000 §2, App. D (Eqs. 44-46), App. E.
     """
+    x_train, x_val = checks.training_data(model, guide, x_train, x_val, lr=lr)
     _check_penalty_args(eps_hz, eps_sigma, eps_mu, repeats)
     for name, value in (("step1_epochs", step1_epochs), ("step2_epochs", step2_epochs), ("val_samples", val_samples)):
         _check_positive_int(name, value)

@@ -41,6 +41,7 @@ import pyro.poutine as poutine
 import torch
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO, config_enumerate
 
+from pyro_vae import checks
 from pyro_vae.inference.methods import Method, register_method
 from pyro_vae.inference.objectives import bound_from_log_weights, log_weights
 from pyro_vae.inference.svi import TrainResult, collect_parameters
@@ -282,6 +283,7 @@ def train_m2(
     TrainingError
         A non-finite loss; the message names the step, epoch and restart.
     """
+    train, val = checks.labelled_data(model, guide, train, val, lr=lr, alpha=alpha, gamma=gamma)
     if objective not in KINDS:
         raise ValueError(f"objective={objective!r}: expected one of {KINDS}")
     val = check_training_args(train, val, alpha=alpha, gamma=gamma, num_particles=num_particles,
@@ -327,7 +329,7 @@ def check_weights(alpha, gamma) -> None:
 # --------------------------------------------------------------------------- the method registry
 def _use_train_m2(*_args, **_kwargs):
     raise ValueError("method='m2': the semi-supervised M2 model has its own command, `pyro-vae train-m2 DATASET "
-                     "--guide {enum,relaxed} --objective {elbo,iwae} --alpha A --gamma G ...` "
+                     "--guide {enum,relaxed} --method {vae,iwae,lin} --alpha A --gamma G ...` "
                      "(pyro_vae.pipeline_m2.train_and_evaluate_m2)")
 
 

@@ -28,6 +28,7 @@ from typing import Callable
 
 import torch
 
+from pyro_vae import checks
 from pyro_vae.inference.lagging import LaggingSchedule, check_lin_options
 from pyro_vae.inference.m2 import KINDS, _parts, check_training_args, m2_objective, validation_objective_m2
 from pyro_vae.inference.svi import TrainResult, collect_parameters
@@ -86,6 +87,7 @@ def train_m2_lagging(
     TrainingError
         A non-finite loss; the message names the step and restart.
     """
+    train, val = checks.labelled_data(model, guide, train, val, lr=lr, alpha=alpha, gamma=gamma)
     check_lin_options(dict(threshold=threshold, window=window, max_inner_steps=max_inner_steps,
                            mi_threshold=mi_threshold))
     if objective not in KINDS:

@@ -18,6 +18,7 @@ import pyro.poutine as poutine
 import torch
 from torch import nn
 
+from pyro_vae import checks
 from pyro_vae.inference.objectives import VariationalObjective
 from pyro_vae.inference.trainer import (
     Minibatches, TrainingError, TrainResult, check_finite, guarded, make_optimizer, run_epochs,
@@ -129,6 +130,8 @@ def train(
     TrainingError
         A non-finite loss; the message names the step, epoch and restart.
     """
+    x_train, x_val = checks.training_data(model, guide, x_train, x_val, lr=lr, beta=beta, epochs=epochs,
+                                          batch_size=batch_size, num_particles=num_particles)
     if objective not in ("elbo", "iwae", "beta"):
         raise ValueError(f"objective={objective!r}: expected one of 'elbo', 'iwae', 'beta'")
     _check_positive_int("epochs", epochs)

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from pyro_vae.models import unregistered
 from pyro_vae.rng import isolated_rng
+from pyro_vae.runs.progress import report as report_progress
 
 
 class TrainingError(RuntimeError):
@@ -236,6 +237,7 @@ def run_epochs(
             for i in range(batches.steps_per_epoch):
                 epoch_loss += step(batches.batch(i), i).detach().reshape(-1)
                 steps += 1
+                report_progress(step_counter() if step_counter else steps, epoch)
             extra = on_epoch_end(epoch) if on_epoch_end is not None else {}
             train_loss = (epoch_loss / n).cpu()
             if epoch % val_every and epoch != epochs:

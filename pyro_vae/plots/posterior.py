@@ -143,9 +143,23 @@ def posterior_panel(
             else:
                 _draw_2d(ax, i, post, draws, q_row, colour, label)
             ax.set_title(f"{label}: x = {format_point(points[i].tolist())}", fontsize=8)
+            if draws is not None and not draws[i].ok:
+                mark_failed(ax, draws[i].reasons)
         axes[r, 0].legend(fontsize=7, loc="best")
     fig.suptitle(f"{dataset.name}: posteriors p(z | x)", fontsize=10)
     return fig
+
+
+def mark_failed(ax, reasons) -> None:
+    """Hatch a panel whose reference failed its diagnostics and say why, in red."""
+    from matplotlib.patches import Rectangle
+
+    ax.add_patch(Rectangle((0, 0), 1, 1, transform=ax.transAxes, fill=False, hatch="///", edgecolor="red",
+                           linewidth=0, alpha=0.35, zorder=5))
+    ax.text(0.5, 0.5, "FAILED DIAGNOSTICS\n" + "\n".join(reasons[:3]), transform=ax.transAxes, ha="center",
+            va="center", fontsize=7, color="red", weight="bold", zorder=6,
+            bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "red"})
+    ax.set_title(ax.get_title() + " [NOT OK]", fontsize=8, color="red")
 
 
 def _draw_1d(ax, i, post, draws, q, colour, label) -> None:

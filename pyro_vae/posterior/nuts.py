@@ -32,10 +32,12 @@ import pyro
 import torch
 from pyro.infer import MCMC, NUTS
 
+from pyro_vae import checks
 from pyro_vae.posterior.target import PosteriorTarget, posterior_target
 from pyro_vae.provenance import provenance_record, utc_now
 
-__all__ = ["NUTSResult", "dispersed_initial_points", "nuts_posterior", "nuts_posteriors", "check_diagnostics"]
+__all__ = ["NUTSResult", "dispersed_initial_points", "nuts_posterior", "nuts_posteriors", "check_diagnostics",
+           "format_against"]
 
 
 class NUTSResult(NamedTuple):
@@ -127,6 +129,20 @@ def _chain_seeds(seed: int, num_chains: int) -> list[int]:
     return [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(num_chains)]
 
 
+def format_against(value: float, threshold: float) -> str:
+    """``value`` with as many significant digits as it takes to tell it from ``threshold``
+    (at least 4): R-hat 1.01002 against 1.01 prints "1.01002", not "1.01"."""
+    if not math.isfinite(value):
+        return str(value)
+    text = f"{value:.4g}"
+    for digits in range(4, 18):
+        text = f"{value:.{digits}g}"
+        shown = float(text)
+        if (shown > threshold) == (value > threshold) and (shown < threshold) == (value < threshold):
+            return text
+    return repr(value)
+
+
 def check_diagnostics(
     diagnostics: dict,
     *,
@@ -154,11 +170,11 @@ def check_diagnostics(
         reasons.append(f"{chains} chain(s) < {min_chains}: R-hat cannot detect chains stuck in different modes")
     rhat = max(diagnostics["r_hat"])
     if not rhat <= max_rhat:  # also catches NaN
-        reasons.append(f"R-hat {rhat:.4g} > {max_rhat}")
+        reasons.append(f"R-hat {format_against(rhat, max_rhat)} > {max_rhat:g}")
     for key, name in (("ess_bulk", "min_ess_bulk"), ("ess_tail", "min_ess_tail")):
         ess = min(diagnostics[key])
         if not ess >= thresholds[name]:
-            reasons.append(f"{key.replace('_', ' ')} {ess:.1f} < {thresholds[name]:g}")
+            reasons.append(f"{key.replace('_', ' ')} {format_against(ess, thresholds[name])} < {thresholds[name]:g}")
     if diagnostics["divergences"] > max_divergences:
         reasons.append(f"{diagnostics['divergences']} divergent transition(s) > {max_divergences}")
     return not reasons, reasons, thresholds
@@ -220,6 +236,7 @@ def nuts_posterior(
     d, k = target.noise_var.numel(), target.latent_dim
     if x.dim() != 1 or x.shape[0] != d:
         raise ValueError(f"x of shape {tuple(x.shape)}: expected one observation of shape ({d},)")
+    x = checks.data_tensor("x", x.reshape(1, d), dtype=torch.float64)[0]
     for name, value in (("num_chains", num_chains), ("num_samples", num_samples)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}={value!r}: expected a positive integer")

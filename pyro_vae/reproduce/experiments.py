@@ -102,6 +102,8 @@ class Experiment:
                 options = {k: v for k, v in {**method.fixed, **point}.items() if k not in fields_allowed}
                 fields = {k: v for k, v in fields.items() if k in fields_allowed}
                 if "hidden" in fields:
+                    if not isinstance(fields["hidden"], list):
+                        raise ValueError(f"hidden={fields['hidden']!r} should be a list of layer widths, e.g. [50, 50]")
                     fields["hidden"] = tuple(fields["hidden"])
                 if quick and fields.get("anneal_epochs") and "epochs" in self.train:
                     # keep the protocol's shape: the warm-up takes the same fraction of training
@@ -122,53 +124,120 @@ class Experiment:
 def _require(table: dict, key: str, kind: type, where: str):
     if key not in table:
         raise ValueError(f"{where}: missing key {key!r}")
-    value = table[key]
-    if not isinstance(value, kind):
-        raise ValueError(f"{where}: {key}={value!r} should be a {kind.__name__}")
+    return _typed(table, key, kind, where, None)
+
+
+def _typed(table: dict, key: str, kind: type | tuple, where: str, default):
+    """``table[key]`` (or ``default``), which must be a ``kind``; bools are not numbers."""
+    value = table.get(key, default)
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if value is default and default is not None:
+        return value
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        names = " or ".join({dict: "table", list: "list", str: "string", int: "integer"}.get(k, k.__name__) for k in kinds)
+        raise ValueError(f"{where}: {key}={value!r} should be a {names}")
     return value
 
 
+def _list_of(table: dict, key: str, kind: type, where: str, default=None, *, low: int | None = None) -> list:
+    values = _require(table, key, list, where) if default is None else _typed(table, key, list, where, default)
+    for i, v in enumerate(values):
+        if not isinstance(v, kind) or isinstance(v, bool) or (low is not None and v < low):
+            what = {str: "a string", int: "an integer" + (f" ≥ {low}" if low is not None else "")}[kind]
+            raise ValueError(f"{where}: {key}[{i}]={v!r} should be {what}")
+    return values
+
+
 def parse_experiment(data: dict, source: Path) -> Experiment:
-    """Validate a loaded TOML table; every error names the file and the key."""
+    """Validate a loaded TOML table; every error is one line naming the file and the key."""
     where = str(source)
-    kind = data.get("kind", "unsupervised")
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected a TOML table at the top")
+    kind = _typed(data, "kind", str, where, "unsupervised")
     if kind not in KINDS:
         raise ValueError(f"{where}: kind={kind!r}, expected one of {KINDS}")
+    fields_allowed = M2_FIELDS if kind == "m2" else RUN_FIELDS
     data_table = _require(data, "data", dict, where)
+    datasets = _list_of(data_table, "datasets", str, where + " [data]")
+    versions = _list_of(data_table, "versions", int, where + " [data]", low=0)
+    if not datasets or not versions:
+        raise ValueError(f"{where} [data]: datasets and versions must not be empty")
     methods = []
-    for i, m in enumerate(_require(data, "methods", list, where)):
-        name = _require(m, "name", str, f"{where} methods[{i}]")
-        grid = m.get("grid", {})
+    method_list = _require(data, "methods", list, where)
+    if not method_list:
+        raise ValueError(f"{where}: methods must not be empty")
+    for i, m in enumerate(method_list):
+        at = f"{where} methods[{i}]"
+        if not isinstance(m, dict):
+            raise ValueError(f"{at}: expected a table ([[methods]]), found {m!r}")
+        name = _require(m, "name", str, at)
+        grid = _typed(m, "grid", dict, f"{at} ({name})", {})
         if not all(isinstance(v, list) and v for v in grid.values()):
-            raise ValueError(f"{where} methods[{i}] ({name}): every grid entry must be a non-empty list")
-        methods.append(MethodSpec(name, grid, m.get("fixed", {}), m.get("label", "")))
-    select = data.get("select", {})
-    mode = select.get("mode", "max")
+            raise ValueError(f"{at} ({name}): every grid entry must be a non-empty list")
+        methods.append(MethodSpec(name, grid, _typed(m, "fixed", dict, f"{at} ({name})", {}),
+                                  _typed(m, "label", str, f"{at} ({name})", "")))
+    select = _typed(data, "select", dict, where, {})
+    mode = _typed(select, "mode", str, where + " [select]", "max")
     if mode not in ("max", "min"):
         raise ValueError(f"{where}: select.mode={mode!r}, expected 'max' or 'min'")
-    unknown = sorted(set(data.get("train", {})) - (M2_FIELDS if kind == "m2" else RUN_FIELDS))
+    train = _typed(data, "train", dict, where, {})
+    unknown = sorted(set(train) - fields_allowed)
     if unknown:
-        raise ValueError(f"{where}: train.{unknown[0]} is not a run setting; expected some of {sorted(RUN_FIELDS)}")
+        raise ValueError(f"{where}: train.{unknown[0]} is not a run setting; expected some of {sorted(fields_allowed)}")
+    report = _typed(data, "report", dict, where, {})
+    quick = _typed(data, "quick", dict, where, {})
+    _list_of(quick, "versions", int, where + " [quick]", [], low=0)
+    quick_train = _typed(quick, "train", dict, where + " [quick]", {})
+    unknown = sorted(set(quick_train) - fields_allowed)
+    if unknown:
+        raise ValueError(f"{where}: quick.train.{unknown[0]} is not a run setting")
+    if _typed(quick, "grid", str, where + " [quick]", "first") not in ("first", "all"):
+        raise ValueError(f"{where}: quick.grid={quick['grid']!r}, expected 'first' or 'all'")
     return Experiment(
         name=_require(data, "name", str, where),
-        title=data.get("title", ""),
-        paper=data.get("paper", ""),
-        reference=data.get("reference", ""),
+        title=_typed(data, "title", str, where, ""),
+        paper=_typed(data, "paper", str, where, ""),
+        reference=_typed(data, "reference", str, where, ""),
         kind=kind,
-        datasets=_require(data_table, "datasets", list, where + " [data]"),
-        versions=_require(data_table, "versions", list, where + " [data]"),
-        train=data.get("train", {}),
+        datasets=datasets,
+        versions=versions,
+        train=train,
         methods=methods,
-        select_metric=select.get("metric", "val_objective"),
+        select_metric=_typed(select, "metric", str, where + " [select]", "val_objective"),
         select_mode=mode,
-        metrics=data.get("report", {}).get("metrics", ["test_loglik"]),
-        split_by=data.get("report", {}).get("split_by", []),
-        paper_values=data.get("paper_values", {}),
-        quick=data.get("quick", {}),
-        notes=data.get("notes", ""),
-        figures=data.get("figures", {}),
+        metrics=_list_of(report, "metrics", str, where + " [report]", ["test_loglik"]),
+        split_by=_list_of(report, "split_by", str, where + " [report]", []),
+        paper_values=_typed(data, "paper_values", dict, where, {}),
+        quick=quick,
+        notes=_typed(data, "notes", str, where, ""),
+        figures=_typed(data, "figures", dict, where, {}),
         source=source,
     )
+
+
+def checked_runs(experiment: Experiment, quick: bool = False, device: str | None = None) -> list:
+    """Every run of the sweep, each validated: a ValueError names the file, the run and the setting.
+
+    Returns the configs (RunConfig or M2Config) in sweep order.
+    """
+    from pyro_vae.reproduce.sweep import _label
+
+    try:
+        configs = experiment.runs(quick=quick, device=device)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{experiment.source}: {err}") from None
+    for cfg in configs:
+        try:
+            cfg.validate()
+        except (TypeError, ValueError) as err:
+            if str(err).startswith("device=") and device is not None:
+                raise ValueError(f"--device {device!r}: {str(err).partition(': ')[2]}") from None
+            try:
+                label = _label(cfg)
+            except Exception:
+                label = str(cfg.dataset)
+            raise ValueError(f"{experiment.source}: run {label}: {err}") from None
+    return configs
 
 
 def experiment_names() -> list[str]:
@@ -183,7 +252,11 @@ def load_experiment(name_or_path: str | Path) -> Experiment:
     if not path.is_file():
         raise ValueError(f"experiment {str(name_or_path)!r}: no such config; expected one of {experiment_names()} or a .toml path")
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"{path}: not valid TOML ({err})") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except OSError as err:
+        raise ValueError(f"{path}: cannot be read ({err.strerror or err})") from None
     return parse_experiment(data, path)

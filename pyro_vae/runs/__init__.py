@@ -6,8 +6,8 @@
 >>> store.finished(config).metrics                             # doctest: +SKIP
 """
 
-from pyro_vae.runs.index import INDEX_NAME, STATUSES, RunRecord
-from pyro_vae.runs.load import LoadedRun, RunDirError, load_run, update_metrics
+from pyro_vae.runs.index import INDEX_NAME, STATUSES, RunIndexError, RunRecord
+from pyro_vae.runs.load import LoadedRun, RunDirError, evaluable_config, load_run, update_metrics
 from pyro_vae.provenance import provenance_record
 from pyro_vae.runs.store import Run, RunStore, config_hash
 
@@ -17,9 +17,11 @@ __all__ = [
     "LoadedRun",
     "Run",
     "RunDirError",
+    "RunIndexError",
     "RunRecord",
     "RunStore",
     "config_hash",
+    "evaluable_config",
     "load_run",
     "provenance_record",
     "update_metrics",

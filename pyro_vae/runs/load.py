@@ -21,9 +21,9 @@ class RunDirError(ValueError):
 class LoadedRun(NamedTuple):
     """The contents of a run folder.
 
-    ``status`` is read from the folder itself: "failed" if it has ``error.txt``,
-    "finished" if it has ``metrics.json``, otherwise "running" (in progress, or
-    killed before it could finish).
+    ``status`` is read from the folder itself: "failed" (or "interrupted") if it has
+    ``error.txt``, "finished" if it has ``metrics.json``, otherwise "running" (in progress,
+    or killed before it could finish; the index tells which).
     """
 
     run_dir: Path
@@ -59,19 +59,45 @@ def _json(path: Path, required: bool = False) -> Any:
         return None
     try:
         data = read_json(path)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise RunDirError(f"{str(path)!r} is unreadable: {err}") from err
+    except json.JSONDecodeError as err:
+        raise RunDirError(f"{str(path)!r} is unreadable: not valid JSON ({err})") from err
+    except UnicodeDecodeError as err:
+        raise RunDirError(f"{str(path)!r} is unreadable: not UTF-8 text ({err.reason} at byte {err.start})") from err
+    except OSError as err:
+        raise RunDirError(f"{str(path)!r} is unreadable: {err.strerror or err}") from err
     if not isinstance(data, dict):
         raise RunDirError(f"{str(path)!r} is garbled: expected a JSON object, found {type(data).__name__}")
     return data
+
+
+def _metrics(path: Path) -> dict | None:
+    try:
+        return _json(path / "metrics.json")
+    except RunDirError as err:
+        hint = "; delete it and run `pyro-vae evaluate` to rebuild it from params.pt" if (path / "params.pt").exists() else ""
+        raise RunDirError(f"{err}{hint}") from None
 
 
 def _status(path: Path) -> tuple[str, str | None]:
     error_file = path / "error.txt"
     if error_file.exists():
         text = error_file.read_text(encoding="utf-8", errors="replace").strip()
-        return "failed", text.splitlines()[0] if text else "unknown error"
+        first = text.splitlines()[0] if text else "unknown error"
+        return ("interrupted" if first.startswith("interrupted") else "failed"), first
     return ("finished" if (path / "metrics.json").exists() else "running"), None
+
+
+def _params_problem(err: Exception) -> str:
+    """One line on why ``torch.load(weights_only=True)`` refused a parameters file."""
+    text = str(err)
+    if "Weights only load failed" in text or "weights_only" in text:
+        return ("it holds Python objects other than tensors and numbers, which are not loaded "
+                "(a parameters file of pyro-vae holds only tensors)")
+    if isinstance(err, EOFError) or "invalid load key" in text or "PytorchStreamReader" in text \
+            or "zip archive" in text or "Ran out of input" in text:
+        return "not a PyTorch parameters file (truncated or corrupt)"
+    first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+    return f"{type(err).__name__}: {first[:200]}"
 
 
 def load_run(run_dir: str | Path, *, params: bool = True) -> LoadedRun:
@@ -107,7 +133,10 @@ def load_run(run_dir: str | Path, *, params: bool = True) -> LoadedRun:
         try:
             state = load_state(params_file)
         except Exception as err:  # torch raises several types for corrupt or unsafe files
-            raise RunDirError(f"{str(params_file)!r} is unreadable: {err}") from err
+            raise RunDirError(f"{str(params_file)!r} is unreadable: {_params_problem(err)}") from err
+        if not isinstance(state, dict):
+            raise RunDirError(f"{str(params_file)!r} is unreadable: holds a {type(state).__name__}, "
+                              "expected a dict of tensors")
     history: list[dict] = []
     if (path / "history.csv").exists():
         try:
@@ -118,7 +147,7 @@ def load_run(run_dir: str | Path, *, params: bool = True) -> LoadedRun:
         run_dir=path,
         run_id=path.name,
         config=config,
-        metrics=_json(path / "metrics.json"),
+        metrics=_metrics(path),
         history=history,
         params=state,
         provenance=_json(path / "provenance.json"),
@@ -127,11 +156,34 @@ def load_run(run_dir: str | Path, *, params: bool = True) -> LoadedRun:
     )
 
 
-def update_metrics(run_dir: str | Path, metrics: Mapping[str, Any], *, merge: bool = True) -> dict:
+def evaluable_config(loaded: LoadedRun, config_class):
+    """The config (``config_class.from_dict``) of a run whose parameters can be evaluated.
+
+    A finished run, or one killed after saving ``params.pt`` but before ``metrics.json``
+    (its metrics can be rebuilt from the parameters). Errors name the file and the problem.
+    """
+    where = str(loaded.run_dir)
+    if loaded.params is None:
+        raise RunDirError(f"{where!r}: params.pt was not loaded; the run is {loaded.status}")
+    if loaded.status in ("failed", "interrupted"):
+        raise RunDirError(f"run {where!r} {loaded.status} before it saved a usable model: {loaded.error}")
+    stored = {k: v for k, v in loaded.config.items() if k != "resolved_device"}
+    try:
+        return config_class.from_dict(stored)
+    except (TypeError, ValueError) as err:
+        raise RunDirError(f"{str(loaded.run_dir / 'config.json')!r} is garbled: {err}") from None
+
+
+def update_metrics(run_dir: str | Path, metrics: Mapping[str, Any], *, merge: bool = True,
+                   rebuild: bool = False) -> dict:
     """Rewrite a finished run's ``metrics.json`` (e.g. after ``pyro-vae evaluate``).
 
     The file is replaced atomically, ``provenance.json`` records when, and the runs
     folder's index (if the run lies in one) gets the new metrics.
+
+    With ``rebuild=True`` a run whose ``metrics.json`` is missing (its process was killed
+    after saving ``params.pt``) gets ``metrics`` as its metrics and is marked finished in the
+    index, unless the index says its owner is still running it.
 
     Parameters
     ----------
@@ -151,17 +203,24 @@ def update_metrics(run_dir: str | Path, metrics: Mapping[str, Any], *, merge: bo
     if not isinstance(metrics, Mapping):
         raise ValueError(f"metrics has type {type(metrics).__name__}: expected a dict")
     status, error = _status(path)
-    if status != "finished":
+    index = RunIndex(path.parent / INDEX_NAME) if (path.parent / INDEX_NAME).exists() else None
+    rebuilding = rebuild and status == "running" and (path / "params.pt").is_file()
+    if rebuilding and index is not None:
+        rows = index.select("run_id = ?", (path.name,))
+        if rows and rows[0].status == "running":
+            raise RunDirError(f"run {str(path)!r} is still running (pid {(rows[0].owner or {}).get('pid')}): "
+                              "nothing to update yet")
+    if status != "finished" and not rebuilding:
         raise RunDirError(f"run {str(path)!r} is {status}" + (f" ({error})" if error else "") + ": nothing to update")
-    old = _json(path / "metrics.json", required=True)
+    old = {} if rebuilding else _json(path / "metrics.json", required=True)
     text = dumps_json({**old, **metrics} if merge else dict(metrics), nonfinite="null")
     new = json.loads(text)
     record = _json(path / "provenance.json") or {}
-    record["metrics_updated"] = utc_now()
+    record["metrics_updated" if not rebuilding else "metrics_rebuilt"] = utc_now()
     atomic_write_text(path / "metrics.json", text)
     write_json(path / "provenance.json", record)
-    index = path.parent / INDEX_NAME
-    if index.exists():
+    if index is not None:
         compact = json.dumps(new, sort_keys=True, separators=(",", ":"))
-        RunIndex(index).update(path.name, metrics_json=compact)
+        fields = {"status": "finished", "finished": utc_now()} if rebuilding else {}
+        index.update(path.name, metrics_json=compact, **fields)
     return new

@@ -43,13 +43,14 @@ def test_two_processes_record_runs_into_one_index(tmp_path):
     assert all((r.run_dir / "metrics.json").is_file() for r in records)
 
 
-def test_killed_process_leaves_run_running_not_finished(tmp_path):
+def test_killed_process_leaves_run_stale_not_finished(tmp_path):
     p = _spawn(_start_then_die, str(tmp_path))
     p.start()
     p.join(timeout=120)
     assert p.exitcode == 1
     store = RunStore(tmp_path)
     (record,) = store.list()
-    assert record.status == "running" and store.list("finished") == []
+    assert record.status == "stale" and store.list("finished") == [] and store.list("running") == []
+    assert record.owner["pid"] == p.pid
     assert store.finished({"dataset": "toy", "method": "vae"}) is None
-    assert load_run(record.run_dir).status == "running"
+    assert load_run(record.run_dir).status == "running"  # the folder cannot tell; the index can

@@ -199,6 +199,15 @@ def test_failed_start_removes_its_folder(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         store.start(CONFIG)
     assert [p.name for p in tmp_path.iterdir()] == ["index.sqlite"]
+    monkeypatch.undo()
+
+    def broken_write(path, obj, **kw):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("pyro_vae.runs.store.write_json", broken_write)
+    with pytest.raises(OSError, match="disk full"):
+        store.start(CONFIG)
+    assert [p.name for p in tmp_path.iterdir()] == ["index.sqlite"] and store.list() == []
 
 
 def test_list_rejects_unknown_status(tmp_path):

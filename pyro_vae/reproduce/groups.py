@@ -122,6 +122,7 @@ def train_group(configs: Sequence[RunConfig], runs_dir: str | Path, *, progress:
                                   "metrics": metrics})
                 start += count
             return summaries
+    store.settle(cfg.resolved().to_dict() for cfg in configs)  # the group's failed rows make way: one row per config
     summaries, errors = [], []
     for i, cfg in enumerate(configs):
         try:

@@ -3,9 +3,10 @@
 A run is identified by the hash of its resolved config. Configs that differ only in data
 version and seed train as one vectorised group (:mod:`pyro_vae.reproduce.groups`), each
 still recorded as its own run. ``run_sweep`` skips the configs the
-store already holds as *finished*; a run killed mid-way stays "running" (or "failed") in the
-index and is simply run again, so a sweep killed at any moment and started again loses
-nothing finished and repeats nothing finished. Restarts are batched inside each run.
+store already holds as *finished*; a run killed mid-way reads back as "stale" (or "failed",
+"interrupted") and is run again in place of the dead one (``RunStore.settle``), so a sweep
+killed at any moment and started again loses nothing finished, repeats nothing finished and
+leaves one row per config. Restarts are batched inside each run.
 
 Executors: ``"local"`` (in this process when ``workers=1``, else a process pool) and
 ``"ray"`` (``pip install pyro-vae[ray]``; ``address=None`` starts a local Ray instance).
@@ -21,6 +22,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 from tqdm.auto import tqdm
 
+from pyro_vae.runs.progress import stop_workers_on_interrupt
 from pyro_vae.runs.store import RunStore
 
 EXECUTORS = ("local", "ray")
@@ -88,7 +90,7 @@ def prebuild_artefacts(configs: Sequence, runs_dir: str | Path, *, workers: int 
                 _build_artefact(cfg, str(runs_dir), stage, threads)
                 bar.update(1)
         else:
-            with cf.ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+            with cf.ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool, stop_workers_on_interrupt(pool):
                 futures = [pool.submit(_build_artefact, cfg, str(runs_dir), stage, threads) for cfg in jobs.values()]
                 for fut in cf.as_completed(futures):
                     fut.result()
@@ -155,6 +157,7 @@ def run_sweep(
         cfg.validate()
         resolved.append(_resolved(cfg))
     store = RunStore(runs_dir)
+    store.settle(cfg.to_dict() for cfg in resolved)  # dead runs (stale, failed, ...) are replaced: one row per config
     todo = pending(resolved, store)
     skipped = len(resolved) - len(todo)
     failed: list[tuple[str, str]] = []
@@ -189,7 +192,7 @@ def run_sweep(
             except Exception as err:  # recorded as failed in the store by the run itself
                 done(names, err)
     else:
-        with cf.ProcessPoolExecutor(max_workers=workers) as pool:
+        with cf.ProcessPoolExecutor(max_workers=workers) as pool, stop_workers_on_interrupt(pool):
             futures = {pool.submit(execute, cfgs, root, threads): names for (cfgs, root), names in zip(jobs, labels)}
             for fut in cf.as_completed(futures):
                 done(futures[fut], fut.exception())

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from pyro_vae.cli.common import add_command, flags_of, positive_int
 from pyro_vae.io import atomic_write_text, read_json, write_json
 from pyro_vae.provenance import utc_now
 
@@ -58,21 +59,20 @@ def cmd_experiments(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from pyro_vae.reproduce.experiments import load_experiment
-    from pyro_vae.reproduce.sweep import run_sweep
+    from pyro_vae import checks
+    from pyro_vae.reproduce.experiments import checked_runs, load_experiment
+    from pyro_vae.reproduce.sweep import _label, run_sweep
 
-    from pyro_vae.reproduce.sweep import EXECUTORS
-
-    if args.executor not in EXECUTORS:
-        raise ValueError(f"--executor {args.executor!r}: expected one of {EXECUTORS}")
-    if args.workers < 1:
-        raise ValueError(f"--workers {args.workers}: expected a positive integer")
-    if args.threads < 1:
-        raise ValueError(f"--threads {args.threads}: expected a positive integer")
+    checks.output_dir("--out", args.out)
+    if args.results is not None:
+        checks.output_dir("--results", args.results)
     experiment = load_experiment(args.name)
-    configs = experiment.runs(quick=args.quick, device=args.device)
+    configs = checked_runs(experiment, quick=args.quick, device=args.device)
     for cfg in configs:  # every config is checked before anything is written
-        cfg.validate()
+        try:
+            checks.check_run(cfg, cfg.validate())
+        except ValueError as err:
+            raise ValueError(f"{experiment.source}: run {_label(cfg)}: {err}") from None
     folder = sweep_dir(args.out, experiment.name, args.quick)
     atomic_write_text(folder / "experiment.toml", experiment.source.read_text())
     from pyro_vae.reproduce.results import publish_results, sweep_record
@@ -111,15 +111,27 @@ def _write_figures(experiment, folder: Path, quick: bool) -> list[Path]:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from pyro_vae import checks
+
     folder = Path(args.folder)
+    if not folder.is_dir():
+        raise ValueError(f"folder {args.folder!r}: " + ("does not exist" if not folder.exists() else "is not a folder"))
+    if args.results is not None:
+        checks.output_dir("--results", args.results)
     if (folder / "sweep.json").is_file():
         from pyro_vae.reproduce.experiments import load_experiment
 
-        meta = read_json(folder / "sweep.json")
+        try:
+            meta = read_json(folder / "sweep.json")
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{str(folder / 'sweep.json')!r} is unreadable: not valid JSON ({err})") from None
+        if not isinstance(meta, dict) or not isinstance(meta.get("experiment"), str):
+            raise ValueError(f"{str(folder / 'sweep.json')!r} is garbled: expected an object with \"experiment\"")
         try:
             experiment = load_experiment(folder / "experiment.toml")
         except ValueError:
             experiment = load_experiment(meta["experiment"])
+        checks.output_dir("folder", folder)
         print(write_report(experiment, folder, bool(meta.get("quick"))))
         if args.results:
             from pyro_vae.reproduce.results import publish_results
@@ -134,6 +146,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise ValueError(f"{str(folder)!r}: neither a sweep folder (sweep.json) nor a runs folder (index.sqlite)")
     from pyro_vae.reproduce.report import generic_rows
 
+    checks.output_dir("folder", folder)
     rows = generic_rows(runs)
     lines = ["| data set | method | options | runs | test log-lik | smooth kNN |", "|---|---|---|---|---|---|"]
     for r in rows:
@@ -148,32 +161,33 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("experiments", help="list the experiment configs (one per table or figure)")
-    p.add_argument("--json", action="store_true")
+    p = add_command(sub, "experiments", "list the experiment configs (one per table or figure)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_experiments)
 
-    p = sub.add_parser("reproduce", help="run an experiment's sweep and write its table beside the paper's")
+    p = add_command(sub, "reproduce", "run an experiment's sweep and write its table beside the paper's")
     p.add_argument("name", help="an experiment name (see `pyro-vae experiments`) or a .toml path")
     p.add_argument("--quick", action="store_true", help="shrunken protocol: minutes on a 2-core CPU")
-    p.add_argument("--executor", default="local", help="local or ray")
-    p.add_argument("--workers", type=int, default=default_workers(),
-                   help="parallel groups of runs (process pool or Ray tasks); default: the cores available")
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--executor", default="local", choices=("local", "ray"),
+                   help="local (this process, or a process pool with --workers > 1) or ray")
+    p.add_argument("--workers", type=positive_int, default=default_workers(),
+                   help="parallel groups of runs (process pool or Ray tasks); the cores available here")
+    p.add_argument("--threads", type=positive_int, default=1,
                    help="torch threads per worker (1 avoids oversubscribing the cores)")
     p.add_argument("--no-group", action="store_true",
                    help="train every run alone instead of grouping runs that differ only in data version and seed")
     p.add_argument("--address", default=None, help="Ray cluster address (default: a local instance)")
-    p.add_argument("--device", default=None, help="cpu, cuda or auto (default: the config's)")
-    p.add_argument("--out", default="reproductions")
-    p.add_argument("--no-figures", action="store_true")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto (default: the config's)")
+    p.add_argument("--out", default="reproductions", help="folder of sweeps (created if missing)")
+    p.add_argument("--no-figures", action="store_true", help="skip the figure panels")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--results", default=None, metavar="DIR",
                    help="also publish the report, panels and provenance.json to DIR (e.g. experiments/results/NAME)")
-    p.set_defaults(func=cmd_reproduce)
+    p.set_defaults(func=cmd_reproduce, flag_names=flags_of(p))
 
-    p = sub.add_parser("report", help="write report.md/report.csv for a sweep or runs folder")
-    p.add_argument("folder")
+    p = add_command(sub, "report", "write report.md/report.csv for a sweep or runs folder")
+    p.add_argument("folder", help="a sweep folder (with sweep.json) or a runs folder (with index.sqlite)")
     p.add_argument("--results", default=None, metavar="DIR",
                    help="also redraw the panels and publish report, panels and provenance.json to DIR")
     p.add_argument("--no-figures", action="store_true", help="with --results: publish without redrawing the panels")
-    p.set_defaults(func=cmd_report)
+    p.set_defaults(func=cmd_report, flag_names=flags_of(p))

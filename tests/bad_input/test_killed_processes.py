@@ -96,7 +96,8 @@ def test_train_killed_at_random_moments_never_looks_alive(tmp_path, capsys):
     capsys.readouterr()
     assert main(["runs", str(runs), "--prune"]) == 0
     assert "pruned 2 run(s)" in capsys.readouterr().out
-    assert _listing(runs, capsys) == [] and sorted(p.name for p in runs.iterdir()) == ["index.sqlite"]
+    assert _listing(runs, capsys) == []
+    assert sorted(p.name for p in runs.iterdir() if p.name != "artefacts") == ["index.sqlite"]
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
@@ -121,7 +122,7 @@ def test_reproduce_killed_and_resumed_keeps_one_row_per_config(tmp_path, capsys)
     config.write_text(TINY)
     out = tmp_path / "out"
     runs = out / "tiny" / "runs"
-    proc = _spawn(["reproduce", str(config), "--out", str(out), "--no-figures", "--quiet"], tmp_path)
+    proc = _spawn(["reproduce", str(config), "--out", str(out), "--no-figures", "--quiet", "--workers", "1"], tmp_path)
     _wait(lambda: any(r[1] == "finished" for r in _rows(runs / "index.sqlite")), "a finished run", proc)
     time.sleep(random.Random(7).uniform(0.0, 3.0))
     os.killpg(proc.pid, signal.SIGKILL)
@@ -132,7 +133,7 @@ def test_reproduce_killed_and_resumed_keeps_one_row_per_config(tmp_path, capsys)
     assert finished
 
     capsys.readouterr()
-    assert main(["reproduce", str(config), "--out", str(out), "--no-figures", "--quiet"]) == 0
+    assert main(["reproduce", str(config), "--out", str(out), "--no-figures", "--quiet", "--workers", "1"]) == 0
     after = _listing(runs, capsys)
     assert len(after) == 3 and {r["status"] for r in after} == {"finished"}
     from pyro_vae.runs import RunStore
@@ -141,4 +142,5 @@ def test_reproduce_killed_and_resumed_keeps_one_row_per_config(tmp_path, capsys)
     assert len({r.config_hash for r in records}) == 3  # one row per config
     kept = {r["run_id"]: r["metrics"] for r in after}
     assert all(kept.get(run_id) == metrics for run_id, metrics in finished.items())  # nothing finished lost
-    assert sorted(p.name for p in runs.iterdir()) == sorted([*kept, "index.sqlite"])  # no dead folder beside
+    left = sorted(p.name for p in runs.iterdir() if p.name != "artefacts")  # shared artefacts are not runs
+    assert left == sorted([*kept, "index.sqlite"])  # no dead folder beside

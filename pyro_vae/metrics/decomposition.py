@@ -26,6 +26,7 @@ from typing import NamedTuple
 
 import torch
 
+from pyro_vae import checks
 from pyro_vae.inference.objectives import log_weights
 from pyro_vae.metrics.loglik import EVAL_ROWS, LogLikEstimate, importance_log_likelihood, true_log_likelihood
 from pyro_vae.rng import isolated_rng
@@ -152,6 +153,7 @@ def decompose_elbo(
         raise ValueError(f"x of shape {getattr(x, 'shape', None)}: expected (N, D) with N >= 1")
     if x.shape[1] != dataset.obs_dim:
         raise ValueError(f"x has {x.shape[1]} columns: expected dataset.obs_dim={dataset.obs_dim}")
+    checks.positive_int("num_particles", num_particles)  # before it divides
     chunk_size = max(1, EVAL_ROWS // num_particles) if chunk_size is None else chunk_size
     for name, value in (("num_particles", num_particles), ("num_samples", num_samples), ("chunk_size", chunk_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

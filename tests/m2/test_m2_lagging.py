@@ -122,6 +122,9 @@ def test_cli_lagging_run(tmp_path, capsys):
 
 
 def test_cli_bad_lin_window_exits_2(tmp_path, capsys):
+    code = main(["train-m2", "discrete_semicircle", "--method", "lin", "--option", "window=0", "--out", str(tmp_path)])
+    _, err = capsys.readouterr()
+    assert code == 2 and "--option window=0" in err
     code = main(["train-m2", "discrete_semicircle", "--lagging", "--lin-window", "0", "--out", str(tmp_path)])
     _, err = capsys.readouterr()
-    assert code == 2 and "lin_window" in err
+    assert code == 2 and "--lin-window" in err and "'0'" in err  # the older spelling still names itself

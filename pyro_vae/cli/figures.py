@@ -63,7 +63,7 @@ def _fig4(args) -> tuple[dict, dict]:
     return {"004_fig4.png": benchmark_figure(), "004_fig4_datasets.png": benchmark_samples_figure(seed=args.seed)}, {
         "settings": {"datasets": ["figure8", "clusters"], "starred_points": BENCHMARK_POINTS,
                      "posterior": "grid quadrature (exact)", "density": "exact p(x), pixel-averaged",
-                     "samples": {"num_samples": 2000, "seed": args.seed}},
+                     "samples": {"num_samples": 1000, "seed": args.seed}},
         "reductions": [],
         "choices": ["the starred x (the paper's are not given)"],
     }

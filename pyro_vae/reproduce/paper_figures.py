@@ -328,7 +328,7 @@ def benchmark_figure(datasets: Sequence | None = None, points: Mapping[str, Sequ
     return fig
 
 
-def benchmark_samples_figure(names: Sequence[str] = _SAMPLE_SETS, *, num_samples: int = 2000, seed: int = 0) -> Figure:
+def benchmark_samples_figure(names: Sequence[str] = _SAMPLE_SETS, *, num_samples: int = 1000, seed: int = 0) -> Figure:
     """Draws of x from each benchmark (first two coordinates), labelled sets coloured by y.
 
     A companion to 004 Figure 4: every unsupervised benchmark of 004 App. G and the two
@@ -411,9 +411,9 @@ def functional_collapse_figure(dataset, models: Mapping[str, object], *, num_sam
                                notes: Mapping[str, str] | None = None) -> Figure:
     """004 Figure 6: ``f(z, y)`` per class and ``p(x | y)``, the truth beside each M2 model.
 
-    One column for the truth, then one per model. Rows: (1) the angle of ``f(z, y)`` against z
-    for each class (functional collapse: the classes' curves coincide, although the truth's
-    differ); (2) ``f(z, y)`` in x-space with dots at z = −2, …, 2 (both classes trace the same
+    One column for the truth, then one per model. Rows: (1) the angle of ``f(z, y)`` (in
+    [−π/2, 3π/2), so the upper half-plane is continuous) against z for each class (functional
+    collapse: the classes' curves coincide, although the truth's differ); (2) ``f(z, y)`` in x-space with dots at z = −2, …, 2 (both classes trace the same
     semi-circle at different speeds); (3) draws of ``p(x | y)`` per class; (4) draws of ``p(x)``
     (y from its uniform prior; the learned model's own ``p(y)`` is uniform on this set too).
 
@@ -466,7 +466,7 @@ def functional_collapse_figure(dataset, models: Mapping[str, object], *, num_sam
             with torch.no_grad():
                 fz = to_numpy(f(z, y.reshape(1, -1).expand(len(z), -1)))
                 fm = to_numpy(f(marks, y.reshape(1, -1).expand(len(marks), -1)))
-            angle = np.unwrap(np.arctan2(fz[:, 1], fz[:, 0]))
+            angle = np.mod(np.arctan2(fz[:, 1], fz[:, 0]) + np.pi / 2, 2 * np.pi) - np.pi / 2  # in [−π/2, 3π/2)
             axes[0, j].plot(to_numpy(z[:, 0]), angle, color=f"C{c}", label=label)
             axes[1, j].plot(fz[:, 0], fz[:, 1], color=f"C{c}", label=label)
             axes[1, j].plot(fm[:, 0], fm[:, 1], "o", color=f"C{c}", markersize=4)
@@ -476,7 +476,7 @@ def functional_collapse_figure(dataset, models: Mapping[str, object], *, num_sam
         axes[3, j].scatter(xs[:, 0], xs[:, 1], s=2, alpha=0.4, color="k")
         axes[0, j].set_title(f"{head}\nangle of f(z, y) against z", fontsize=8)
         axes[0, j].set_xlabel("z")
-        axes[0, j].set_ylabel("atan2(f₂, f₁) (radians)")
+        axes[0, j].set_ylabel("angle of f(z, y) (radians)")
         axes[1, j].set_title("f(z, y) in x-space (dots: z = −2, …, 2)", fontsize=8)
         axes[2, j].set_title("p(x | y): draws per class", fontsize=8)
         axes[3, j].set_title("p(x): draws", fontsize=8)

@@ -15,7 +15,7 @@ import sys
 from typing import Sequence
 
 from pyro_vae import __version__
-from pyro_vae.cli import data, m2, reproduce, runs, train, truth
+from pyro_vae.cli import data, figures, m2, reproduce, runs, train, truth
 from pyro_vae.cli.common import (
     EXIT_FAILED, EXIT_USAGE, Parser, UsageError, join_negative_values, name_flags, print_error,
 )
@@ -32,6 +32,7 @@ def build_parser() -> Parser:
     m2.add_parsers(sub)
     reproduce.add_parsers(sub)
     runs.add_parsers(sub)
+    figures.add_parsers(sub)
     return parser
 
 

@@ -43,11 +43,14 @@ from tqdm.auto import tqdm
 
 from pyro_vae.inference.fixed_model import fit_guide
 from pyro_vae import checks
+from pyro_vae.inference.libi_stability import (
+    CODE_INITS, PenaltyGuard, clip_grad_norm_per_restart, initialise_codes, regress_codes,
+)
 from pyro_vae.inference.methods import Method, register_method
 from pyro_vae.runs.progress import report as report_progress
 from pyro_vae.inference.objectives import bound
 from pyro_vae.inference.svi import TrainingError, TrainResult, _check_positive_int
-from pyro_vae.metrics.normality import henze_zirkler_penalty
+from pyro_vae.metrics.normality import henze_zirkler_torch
 from pyro_vae.models import unregistered
 from pyro_vae.nets import ACTIVATIONS, MLP, BatchedLinear
 
@@ -61,7 +64,10 @@ Constraint = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class Step1Terms(NamedTuple):
-    """The terms of Eq. 44 of 000, each per restart ``(R,)``; ``total`` is their sum."""
+    """The terms of Eq. 44 of 000, each per restart ``(R,)``; ``total`` is their sum.
+
+    The last three fields are the exponents of the penalties (what :class:`PenaltyGuard` bounds).
+    """
 
     nll: torch.Tensor  # −(1/n) Σ log p_θ(x_n | h(x_n))
     hz: torch.Tensor  # ε_HZ · exp(HZ(codes))
@@ -69,6 +75,9 @@ class Step1Terms(NamedTuple):
     mu: torch.Tensor  # exp(‖μ(codes)‖² / ε_μ)
     constraints: torch.Tensor  # Σ_i c_i
     total: torch.Tensor
+    hz_stat: torch.Tensor  # HZ(codes) (0 when ε_HZ = 0: not computed)
+    sigma_exponent: torch.Tensor  # ‖Σ(codes) − I‖² / ε_Σ
+    mu_exponent: torch.Tensor  # ‖μ(codes)‖² / ε_μ
 
 
 def guarded_exp(v: torch.Tensor, max_exponent: float = 50.0) -> torch.Tensor:
@@ -92,14 +101,19 @@ def step1_terms(
     mean = z.mean(-2)  # (R, K)
     centred = z - mean.unsqueeze(-2)
     cov = centred.transpose(-1, -2) @ centred / n
-    sigma = guarded_exp(((cov - torch.eye(k, dtype=z.dtype, device=z.device)) ** 2).sum((-2, -1)) / eps_sigma)
-    mu = guarded_exp((mean**2).sum(-1) / eps_mu)
-    hz = eps_hz * torch.stack([henze_zirkler_penalty(zr) for zr in z]) if eps_hz > 0 else torch.zeros_like(mu)
+    sigma_exponent = ((cov - torch.eye(k, dtype=z.dtype, device=z.device)) ** 2).sum((-2, -1)) / eps_sigma
+    mu_exponent = (mean**2).sum(-1) / eps_mu
+    sigma, mu = guarded_exp(sigma_exponent), guarded_exp(mu_exponent)
+    if eps_hz > 0:
+        hz_stat = torch.stack([henze_zirkler_torch(zr)[0] for zr in z])
+        hz = eps_hz * guarded_exp(hz_stat)  # = ε_HZ · henze_zirkler_penalty(codes)
+    else:
+        hz_stat, hz = torch.zeros_like(mu), torch.zeros_like(mu)
     extra = torch.zeros_like(mu)
     for c in constraints:
         extra = extra + torch.as_tensor(c(model, x, codes), dtype=extra.dtype, device=extra.device)
     total = nll.double() + hz + sigma + mu + extra
-    return Step1Terms(nll, hz, sigma, mu, extra, total)
+    return Step1Terms(nll, hz, sigma, mu, extra, total, hz_stat, sigma_exponent, mu_exponent)
 
 
 def code_network_for(guide: nn.Module, obs_dim: int, latent_dim: int, num_restarts: int | None) -> MLP:
@@ -164,12 +178,7 @@ def reinitialise_codes(
         return "copy"
     with torch.no_grad():
         target = guide_means(guide, x).reshape(code_net(x).shape)
-    optim = torch.optim.Adam(code_net.parameters(), lr=lr)
-    for _ in range(steps):
-        loss = ((code_net(x) - target) ** 2).sum(-1).mean(-1).sum()
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        optim.step()
+    regress_codes(code_net, x, target, steps=steps, lr=lr)
     return "regression"
 
 
@@ -188,13 +197,20 @@ def fit_likelihood(
     model: nn.Module, code_net: nn.Module, x_train: torch.Tensor, x_val: torch.Tensor | None = None, *,
     eps_hz: float = 1.0, eps_sigma: float = 0.5, eps_mu: float = 0.5, constraints: Sequence[Constraint] = (),
     epochs: int = 100, batch_size: int | None = None, lr: float = 1e-2, seed: int = 0, progress: bool = False,
-    epoch_offset: int = 0, repeat: int = 0,
+    epoch_offset: int = 0, repeat: int = 0, clip_norm: float | None = None,
+    guard: PenaltyGuard | None = None,
+    on_step: Callable[[int, Step1Terms, torch.Tensor | None], None] | None = None,
 ) -> tuple[list[dict], int]:
     """Step 1 of LiBI: minimise Eq. 44 of 000 over θ (``model``) and ϕ (``code_net``) with Adam.
 
-    ``batch_size=None`` is full batch (000). Returns history rows (``train_loss``: Eq. 44 per
-    epoch's minibatches, averaged; ``train_nll``; ``val_objective``: −Eq. 44 on ``x_val``)
-    and the number of optimiser steps.
+    ``batch_size=None`` is full batch (000). ``clip_norm`` scales each restart's gradient (θ and
+    ϕ together) to at most that norm before Adam's update
+    (:func:`~pyro_vae.inference.libi_stability.clip_grad_norm_per_restart`; ``None``: no
+    clipping); ``guard`` checks the penalties' exponents after every step; ``on_step(step,
+    terms, grad_norms)`` sees every step's terms (before the update) and each restart's gradient
+    norm before clipping. Returns history rows (``train_loss``: Eq. 44 per epoch's
+    minibatches, averaged; ``train_nll``; ``val_objective``: −Eq. 44 on ``x_val``) and the
+    number of optimiser steps.
     """
     n = x_train.shape[0]
     batch_size = n if batch_size is None else batch_size
@@ -202,6 +218,7 @@ def fit_likelihood(
     kw = dict(eps_hz=eps_hz, eps_sigma=eps_sigma, eps_mu=eps_mu, constraints=constraints)
     params = list({id(p): p for p in [*model.parameters(), *code_net.parameters()] if p.requires_grad}.values())
     optim = torch.optim.Adam(params, lr=lr)
+    restarts = getattr(model, "num_restarts", None)
     gen = torch.Generator().manual_seed(seed)
     steps_per_epoch = -(-n // batch_size)  # near-equal minibatches, each of at least K + 2 codes
     history: list[dict] = []
@@ -218,8 +235,15 @@ def fit_likelihood(
                     f"LiBI step 1 loss is {terms.total[bad].item()} at step {step + 1} (epoch {epoch}, round "
                     f"{repeat + 1}) in restart {bad}; nothing was saved"
                 )
+            if guard is not None:
+                guard.check(terms, step + 1, epoch, repeat)
             optim.zero_grad(set_to_none=True)
             terms.total.sum().backward()
+            norms = None
+            if clip_norm is not None or on_step is not None:  # max_norm = inf: norms only, gradients untouched
+                norms = clip_grad_norm_per_restart(params, math.inf if clip_norm is None else clip_norm, restarts)
+            if on_step is not None:
+                on_step(step + 1, terms, norms)
             optim.step()
             step += 1
             report_progress(step, epoch_offset + epoch)
@@ -233,6 +257,8 @@ def fit_likelihood(
                 "val_objective": float(val[r]), "step": 1, "repeat": repeat, "train_nll": float(nll_sum[r] / n),
             })
         bar.set_postfix(loss=f"{float(loss_sum.min() / n):.4f}")
+    if guard is not None and step:
+        guard.check(terms, step, epochs, repeat, final=True)
     return history, step
 
 
@@ -246,6 +272,12 @@ def _check_penalty_args(eps_hz, eps_sigma, eps_mu, repeats) -> None:
         if not (number(value) and value > 0):
             raise ValueError(f"{name}={value!r}: expected a positive number (000 App. E: 0.2, 0.5)")
     _check_positive_int("repeats", repeats)
+
+
+def _check_clip_norm(clip_norm) -> None:
+    if clip_norm is not None and (isinstance(clip_norm, bool) or not isinstance(clip_norm, (int, float))
+                                  or not math.isfinite(clip_norm) or clip_norm <= 0):
+        raise ValueError(f"clip_norm={clip_norm!r}: expected a positive number or None (JSON null)")
 
 
 def _select_rounds(modules: Sequence[nn.Module], snapshots: list[list[dict]], best: torch.Tensor) -> None:
@@ -270,7 +302,8 @@ def train_libi(
     eps_hz: float = 1.0, eps_sigma: float = 0.5, eps_mu: float = 0.5, repeats: int = 1, step1_epochs: int = 1000,
     step2_epochs: int = 1000, lr: float = 1e-2, batch_size: int | None = None, seed: int = 0,
     constraints: Sequence[Constraint] = (), code_net: nn.Module | None = None, val_samples: int = 100,
-    progress: bool = True,
+    progress: bool = True, code_init: str = "gaussian", clip_norm: float | None = 1.0,
+    guard_bound: float | None = 1e3, guard_warmup: int = 200,
 ) -> TrainResult:
     """Train ``model`` (θ) and ``guide`` (φ) in place with LiBI; see the module docstring.
 
@@ -297,6 +330,18 @@ def train_libi(
         The code network h (default :func:`code_network_for` the guide); trained in place.
     val_samples : int
         Importance samples per validation point for choosing the rounds.
+    code_init : str
+        How h starts the first round (:data:`~pyro_vae.inference.libi_stability.CODE_INITS`;
+        default ``"gaussian"``: regressed onto Gaussian codes of x); later rounds start from
+        step 3. An initialisation, so Eq. 44's optimum is unchanged.
+    clip_norm : float or None
+        Each restart's step-1 gradient (θ and ϕ) is scaled to at most this norm before Adam's
+        update (default 1; ``None``: off). A positive rescaling: same stationary points.
+    guard_bound, guard_warmup :
+        After ``guard_warmup`` step-1 steps of a round (and at its last step), a penalty of
+        Eq. 44 whose median over the last 50 steps exceeds ``guard_bound`` nats raises
+        :class:`TrainingError` (:class:`~pyro_vae.inference.libi_stability.PenaltyGuard`);
+        ``guard_bound=None``: off.
 
     Returns
     -------
@@ -329,9 +374,14 @@ def train_libi(
             )
     x_val = x_train if x_val is None else x_val
     restarts = getattr(model, "num_restarts", None)
+    if code_init not in CODE_INITS:
+        raise ValueError(f"code_init={code_init!r}: expected one of {CODE_INITS}")
+    _check_clip_norm(clip_norm)
+    guard = PenaltyGuard(guard_bound, guard_warmup)
     if code_net is None:
         torch.manual_seed(seed)
         code_net = code_network_for(guide, x_train.shape[-1], k, restarts).to(x_train.device)
+    initialise_codes(code_net, x_train, k, code_init, generator=torch.Generator().manual_seed(seed))
     pyro.set_rng_seed(seed)
     history: list[dict] = []
     snapshots: list[list[dict]] = []
@@ -342,7 +392,7 @@ def train_libi(
         rows, s1 = fit_likelihood(
             model, code_net, x_train, x_val, eps_hz=eps_hz, eps_sigma=eps_sigma, eps_mu=eps_mu,
             constraints=constraints, epochs=step1_epochs, batch_size=batch_size, lr=lr, seed=seed + t,
-            progress=progress, epoch_offset=offset, repeat=t,
+            progress=progress, epoch_offset=offset, repeat=t, clip_norm=clip_norm, guard=guard,
         )
         history += rows
         offset += step1_epochs
@@ -376,6 +426,8 @@ def _fit(model, guide, x_train, x_val, config, progress: bool = True) -> TrainRe
         model, guide, x_train, x_val, eps_hz=o["eps_hz"], eps_sigma=o["eps_sigma"], eps_mu=o["eps_mu"],
         repeats=o["repeats"], step1_epochs=config.epochs, step2_epochs=o["step2_epochs"] or config.epochs,
         lr=config.lr, batch_size=config.batch_size, seed=config.seed, progress=progress,
+        code_init=o["code_init"], clip_norm=o["clip_norm"], guard_bound=o["guard_bound"],
+        guard_warmup=o["guard_warmup"],
     )
 
 
@@ -383,10 +435,20 @@ def _checks(options: dict) -> None:
     _check_penalty_args(options["eps_hz"], options["eps_sigma"], options["eps_mu"], options["repeats"])
     if options["step2_epochs"] is not None:
         _check_positive_int("step2_epochs", options["step2_epochs"])
+    if options["code_init"] not in CODE_INITS:
+        raise ValueError(f"code_init={options['code_init']!r}: expected one of {CODE_INITS}")
+    _check_clip_norm(options["clip_norm"])
+    PenaltyGuard(options["guard_bound"], options["guard_warmup"])  # raises for bad values
 
+
+DEFAULT_OPTIONS = {
+    "eps_hz": 1.0, "eps_sigma": 0.5, "eps_mu": 0.5, "repeats": 1, "step2_epochs": None,
+    "code_init": "gaussian", "clip_norm": 1.0, "guard_bound": 1000.0, "guard_warmup": 200,
+}
 
 register_method("libi", Method(
-    _fit, {"eps_hz": 1.0, "eps_sigma": 0.5, "eps_mu": 0.5, "repeats": 1, "step2_epochs": None},
-    "LiBI (000 §2): θ by Eq. 44's penalised likelihood, then the guide with θ fixed; --epochs is step 1's",
+    _fit, DEFAULT_OPTIONS,
+    "LiBI (000 §2): θ by Eq. 44's penalised likelihood, then the guide with θ fixed; --epochs is step 1's "
+    "(clip_norm=null, guard_bound=null turn those off)",
     _checks,
 ))

@@ -18,6 +18,7 @@ from pyro_vae.cli import main
 from pyro_vae.datasets import get_dataset
 from pyro_vae.inference import train
 from pyro_vae.inference.libi import (
+    DEFAULT_OPTIONS,
     code_network_for,
     fit_likelihood,
     guarded_exp,
@@ -27,6 +28,7 @@ from pyro_vae.inference.libi import (
     train_libi,
     validation_log_likelihood,
 )
+from pyro_vae.inference.libi_stability import initialise_codes
 from pyro_vae.inference.methods import resolve_options
 from pyro_vae.metrics.linear_gaussian import linear_gaussian_params, mleo
 from pyro_vae.metrics.normality import henze_zirkler
@@ -100,7 +102,9 @@ def test_step2_leaves_theta_bit_for_bit_untouched():
     guide_before = copy.deepcopy(guide.state_dict())
     result = train_libi(model, guide, x, xv, step1_epochs=4, step2_epochs=4, batch_size=100, seed=3,
                         code_net=code_net, progress=False)
-    fit_likelihood(model_1, code_net_1, x, xv, epochs=4, batch_size=100, seed=3)
+    # what train_libi does to h and θ by default: the Gaussian code initialisation, clipped steps
+    initialise_codes(code_net_1, x, 2, "gaussian", generator=torch.Generator().manual_seed(3))
+    fit_likelihood(model_1, code_net_1, x, xv, epochs=4, batch_size=100, seed=3, clip_norm=1.0)
     for key, value in model.state_dict().items():
         assert torch.equal(value, model_1.state_dict()[key]), key
     assert all(p.requires_grad for p in model.parameters())
@@ -156,11 +160,15 @@ def test_step3_reinitialises_the_code_network_at_the_guide_means():
 
 
 def test_libi_options_and_arguments_are_checked():
-    resolved = resolve_options("libi", {"eps_hz": 10.0, "repeats": 6})
-    assert resolved == {"eps_hz": 10.0, "eps_sigma": 0.5, "eps_mu": 0.5, "repeats": 6, "step2_epochs": None}
+    resolved = resolve_options("libi", {"eps_hz": 10.0, "repeats": 6, "clip_norm": None})
+    assert resolved == {"eps_hz": 10.0, "eps_sigma": 0.5, "eps_mu": 0.5, "repeats": 6, "step2_epochs": None,
+                        "code_init": "gaussian", "clip_norm": None, "guard_bound": 1000.0, "guard_warmup": 200}
     for options, needle in [({"eps_sigma": 0}, "eps_sigma=0"), ({"eps_mu": "a"}, "eps_mu='a'"),
                             ({"eps_hz": -1.0}, "eps_hz=-1.0"), ({"repeats": 0}, "repeats=0"),
-                            ({"step2_epochs": 2.5}, "step2_epochs=2.5"), ({"eps_nu": 0.2}, "eps_nu")]:
+                            ({"step2_epochs": 2.5}, "step2_epochs=2.5"), ({"eps_nu": 0.2}, "eps_nu"),
+                            ({"code_init": "pca"}, "code_init='pca'"), ({"clip_norm": 0}, "clip_norm=0"),
+                            ({"clip_norm": True}, "clip_norm=True"), ({"guard_bound": -1}, "guard_bound=-1"),
+                            ({"guard_warmup": -2}, "guard_warmup=-2")]:
         with pytest.raises(ValueError, match=needle):
             resolve_options("libi", options)
     ds, model, guide = _jte(None)
@@ -211,7 +219,7 @@ def test_cli_trains_libi_end_to_end(tmp_path, capsys):
     assert math.isfinite(m["test_loglik"]) and len(m["val_objective_per_restart"]) == 3
     assert m["val_objective"] == max(m["val_objective_per_restart"])
     run = load_run(summary["run_dir"])
-    assert run.config["options"] == {"eps_hz": 10, "eps_sigma": 0.5, "eps_mu": 0.5, "repeats": 2, "step2_epochs": 2}
+    assert run.config["options"] == {**DEFAULT_OPTIONS, "eps_hz": 10, "repeats": 2, "step2_epochs": 2}
     steps = {(int(r["step"]), int(r["repeat"])) for r in run.history}
     assert steps == {(1, 0), (2, 0), (1, 1), (2, 1)}
     assert max(int(r["epoch"]) for r in run.history) == 2 * (3 + 2)

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from pyro_vae.cli.diagnose import add_parsers as add_diagnose_parsers
 from pyro_vae.cli.reproduce import add_parsers as add_reproduce_parsers
 from pyro_vae.cli.m2 import add_parsers as add_m2_parsers
 from pyro_vae.cli.truth import add_parsers as add_truth_parsers
@@ -249,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_truth_parsers(sub)
     add_m2_parsers(sub)
     add_reproduce_parsers(sub)
+    add_diagnose_parsers(sub)
 
     p = sub.add_parser("methods", help="list the inference methods and their options")
     p.add_argument("--json", action="store_true")

@@ -233,7 +233,7 @@ def check_latent(rows: list[LatentRow], current_k: int | None, th: Thresholds) -
     k_iwae, _ = preferred(rows, "iwae")
     # how much the ELBO's K loses in log-likelihood against the log-lik's K
     loss, loss_se = ll_diffs[k_elbo]
-    value = -loss
+    value = 0.0 if k_elbo == k_ll else -loss
     verdict = "ok" if k_elbo == k_ll else verdict_above(value, th.latent_nats, loss_se)
     table = {
         r.k: {"elbo": float(r.elbo.mean()), "iwae": float(r.iwae.mean()), "log_lik": float(r.log_lik.mean()),

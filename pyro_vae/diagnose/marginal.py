@@ -27,7 +27,7 @@ class LogMarginal(NamedTuple):
     """Per-point ``log p_θ(x)`` (N,) float64, how it was computed and its Monte Carlo SE per point."""
 
     per_point: torch.Tensor
-    method: str  # "quadrature" or "importance"
+    method: str  # "quadrature", "importance", or "quadrature (M points by importance)"
     mc_se: torch.Tensor  # (N,), zeros for quadrature
 
 
@@ -99,6 +99,9 @@ def log_marginal(
 ) -> LogMarginal:
     """``log p_θ(x_n)`` per point: quadrature when K ≤ 2 (``method="auto"``), else defensive IS.
 
+    With ``"auto"``, points whose grid did not converge (the adaptive grid's tolerance) are
+    estimated by importance sampling instead; the method string says how many.
+
     Parameters
     ----------
     probe : ModelProbe
@@ -113,8 +116,13 @@ def log_marginal(
     """
     if probe.noise_var is None:
         raise ValueError("the model's σ² varies with z: log p(x) here needs a homoscedastic Gaussian likelihood")
+    if method not in ("auto", "quadrature", "importance"):
+        raise ValueError(f"method={method!r}: expected 'auto', 'quadrature' or 'importance'")
     target = probe.target()
     use_grid = method == "quadrature" or (method == "auto" and target is not None and probe.latent_dim <= 2)
+    lp = torch.full((x.shape[0],), float("nan"), dtype=torch.float64)
+    err = torch.zeros(x.shape[0], dtype=torch.float64)
+    todo = torch.ones(x.shape[0], dtype=torch.bool)
     if use_grid:
         from pyro_vae.posterior.grid import grid_posterior
 
@@ -123,14 +131,20 @@ def log_marginal(
         target = target._replace(noise_var=target.noise_var * noise_scale)
         with torch.no_grad():
             res = grid_posterior(target, x, keep_density=False)
-        if bool(res.converged.all()) or method == "quadrature":
-            lp = res.log_marginal.double().cpu()
-            return LogMarginal(lp, "quadrature", torch.zeros_like(lp))
-    parts, errs = [], []
-    with torch.no_grad():
-        for rows in torch.split(x, chunk):
-            lw = defensive_log_weights(probe, rows, num_samples, noise_scale=noise_scale)
-            parts.append(torch.logsumexp(lw, 0) - math.log(lw.shape[0]))
-            w = torch.softmax(lw, 0)
-            errs.append(((lw.shape[0] * (w**2).sum(0) - 1.0).clamp_min(0) / lw.shape[0]).sqrt())
-    return LogMarginal(torch.cat(parts).cpu(), "importance", torch.cat(errs).cpu())
+        done = res.converged.cpu() if method == "auto" else torch.ones_like(todo)
+        lp[done] = res.log_marginal.double().cpu()[done]
+        todo = ~done
+    if bool(todo.any()):  # importance sampling where the grid did not converge (or was not asked)
+        rows_todo = x[todo.to(x.device)]
+        parts, errs = [], []
+        with torch.no_grad():
+            for rows in torch.split(rows_todo, chunk):
+                lw = defensive_log_weights(probe, rows, num_samples, noise_scale=noise_scale)
+                parts.append(torch.logsumexp(lw, 0) - math.log(lw.shape[0]))
+                w = torch.softmax(lw, 0)
+                errs.append(((lw.shape[0] * (w**2).sum(0) - 1.0).clamp_min(0) / lw.shape[0]).sqrt())
+        lp[todo] = torch.cat(parts).cpu()
+        err[todo] = torch.cat(errs).cpu()
+    n_is = int(todo.sum())
+    label = "importance" if n_is == x.shape[0] else ("quadrature" if n_is == 0 else f"quadrature ({n_is} points by importance)")
+    return LogMarginal(lp, label, err)

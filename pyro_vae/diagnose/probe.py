@@ -21,6 +21,7 @@ import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
 
+from pyro_vae.models import unregistered
 from pyro_vae.posterior.target import PosteriorTarget
 
 __all__ = ["ModelProbe", "ProbeError", "seeded"]
@@ -78,7 +79,7 @@ class ModelProbe:
         self.dtype, self.device = x.dtype, x.device
         self.obs_dim = x.shape[1]
         example = x[:2]
-        with torch.no_grad(), poutine.block():
+        with seeded(0), torch.no_grad(), poutine.block(), unregistered():  # the caller's RNG is left as it was
             g = poutine.trace(guide).get_trace(example)
         if "z" not in g.nodes or g.nodes["z"]["type"] != "sample":
             raise ProbeError("the guide has no sample site 'z'")
@@ -89,7 +90,7 @@ class ModelProbe:
                 "an unbatched guide (select one restart first)"
             )
         self.latent_dim = z.shape[1]
-        with torch.no_grad(), poutine.block():
+        with seeded(0), torch.no_grad(), poutine.block(), unregistered():
             m = poutine.trace(poutine.condition(model, data={"z": z})).get_trace(example)
         site = m.nodes.get("x")
         if site is None or site["type"] != "sample" or not site["is_observed"]:
@@ -110,26 +111,26 @@ class ModelProbe:
         """Decoder mean ``f(z)`` for ``z`` of shape (..., M, K); returns (..., M, D)."""
         m = z.shape[-2]
         dummy = torch.zeros(m, self.obs_dim, dtype=self.dtype, device=self.device)
-        with poutine.block():
+        with poutine.block(), unregistered():
             tr = poutine.trace(poutine.condition(self.model, data={"z": z.to(self.dtype)})).get_trace(dummy)
         loc = _base(tr.nodes["x"]["fn"]).loc
         return torch.broadcast_to(loc, (*z.shape[:-1], self.obs_dim))
 
     def log_joint(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """``log p(x, z)`` for ``z`` (S, N, K); returns (S, N)."""
-        with poutine.block():
+        with poutine.block(), unregistered():
             tr = poutine.trace(poutine.condition(self.model, data={"z": z})).get_trace(x)
         return tr.nodes["z"]["fn"].log_prob(z) + tr.nodes["x"]["fn"].log_prob(x)
 
     def log_prior(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """``log p(z)`` for ``z`` (S, N, K) (the model run on ``x``); returns (S, N)."""
-        with poutine.block():
+        with poutine.block(), unregistered():
             tr = poutine.trace(poutine.condition(self.model, data={"z": z})).get_trace(x)
         return tr.nodes["z"]["fn"].log_prob(z)
 
     def prior_draws(self, x: torch.Tensor, num: int) -> torch.Tensor:
         """``num`` draws from the prior per row of ``x``: (num, N, K)."""
-        with poutine.block():
+        with poutine.block(), unregistered():
             tr = poutine.trace(self.model).get_trace(x)
         return tr.nodes["z"]["fn"].sample((num,))
 
@@ -145,13 +146,13 @@ class ModelProbe:
     # ------------------------------------------------------------------ the guide
     def guide_distribution(self, x: torch.Tensor):
         """The guide's distribution at ``"z"`` for the rows of ``x`` (batch (N,), event (K,))."""
-        with poutine.block():
+        with poutine.block(), unregistered():
             tr = poutine.trace(self.guide).get_trace(x)
         return tr.nodes["z"]["fn"]
 
     def guide_draws(self, x: torch.Tensor, num: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``num`` draws per row from the guide and their log densities: (S, N, K), (S, N)."""
-        with poutine.block(), pyro.plate("diagnose_particles", num, dim=-2):
+        with poutine.block(), unregistered(), pyro.plate("diagnose_particles", num, dim=-2):
             tr = poutine.trace(self.guide).get_trace(x)
         site = tr.nodes["z"]
         return site["value"], site["fn"].log_prob(site["value"])

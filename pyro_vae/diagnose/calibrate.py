@@ -1,6 +1,6 @@
 """Calibrate ``pyro-vae diagnose`` on benchmarks whose truth is known.
 
-``python -m pyro_vae.diagnose.calibrate experiments/diagnose_calibration.toml --runs RUNS --out DIR``
+``python -m pyro_vae.diagnose.calibrate experiments/diagnose/calibration.toml --runs RUNS --out DIR``
 trains each case through the ordinary pipeline (finished runs in ``RUNS`` are reused), runs the
 diagnosis, and writes ``DIR/report.md`` (expected vs obtained verdicts, an honest miss stays a
 miss), ``DIR/reports/CASE.json`` (each full report), ``DIR/CASE.png`` for the cases that ask for
@@ -16,17 +16,12 @@ n, seed}`` (the data set drawn to a CSV with a ``y`` labels column and fitted by
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import os
-import platform
-import subprocess
 import sys
 import time
 import tomllib
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from pyro_vae.diagnose.report import Report
@@ -172,25 +167,11 @@ def _markdown(cfg: dict, rows: list[dict], reports: dict[str, Report], infos: di
     return "\n".join(lines) + "\n"
 
 
-def _machine() -> dict:
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return {"system": platform.system(), "machine": platform.machine(), "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "loadavg_1_5_15": None if load is None else [round(v, 2) for v in load]}
-
-
-def _commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).resolve().parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
 def main(argv: list[str] | None = None) -> int:
     from pyro_vae.io import atomic_write_bytes, atomic_write_text, dumps_json, write_json
     from pyro_vae.plots.common import figure_png_bytes
     from pyro_vae.plots.diagnose import diagnosis_figure
-    from pyro_vae.provenance import package_versions, utc_now
+    from pyro_vae.provenance import git_commit, machine_record, package_versions, utc_now
 
     parser = argparse.ArgumentParser(prog="python -m pyro_vae.diagnose.calibrate", description=__doc__.splitlines()[0])
     parser.add_argument("config")
@@ -212,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     runs.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {
         "command": " ".join([Path(sys.executable).name, "-m", "pyro_vae.diagnose.calibrate", *(argv or sys.argv[1:])]),
-        "commit": _commit(), "versions": package_versions(), "machine_start": _machine(), "start_time": utc_now(),
+        "commit": git_commit(), "versions": package_versions(), "machine_start": machine_record(), "start_time": utc_now(),
         "config": cfg, "quick": args.quick,
     }
     reports, infos = {}, {}
@@ -228,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
               f"({info['total_seconds']} s)", flush=True)
     rows = expected_vs_obtained(cases, reports)
     atomic_write_text(out / "report.md", _markdown(cfg, rows, reports, infos, args.quick))
-    record.update(end_time=utc_now(), wall_seconds=round(time.perf_counter() - t0, 1), machine_end=_machine(),
+    record.update(end_time=utc_now(), wall_seconds=round(time.perf_counter() - t0, 1), machine_end=machine_record(),
                   cases={name: infos[name] for name in infos}, expectations_met=sum(r["match"] for r in rows),
                   expectations=len(rows))
     write_json(out / "provenance.json", record, nonfinite="null")

@@ -72,9 +72,8 @@ def load_subject(
     number of columns differs from the model's.
     """
     if labels is not None and data is None:
-        config_path = Path(run_dir) / "config.json"
-        if config_path.is_file() and '"file"' not in config_path.read_text(encoding="utf-8", errors="replace"):
-            raise ValueError(f"--labels {labels!r}: give the labelled data with --data FILE (the run {str(run_dir)!r} is a benchmark run)")
+        raise ValueError(f"--labels {labels!r}: give the labelled file with --data FILE (a run's own labels, kept by "
+                         "`fit-data --labels`, are used without this flag)")
     table = None
     if data is not None:
         try:
@@ -99,8 +98,6 @@ def load_subject(
         splits = dataset.splits(config.data_seed, device=dev)
         x_eval, x_train = subsample(splits.test.x, max_points, seed), splits.train.x
         y = getattr(dataset, "y", None)
-        if labels is not None and y is None:
-            raise ValueError(f"--labels {labels!r}: the run {str(run_dir)!r} was fitted without labels; add --data FILE")
         labelled = None if y is None else (dataset.x, y)
         source.update(split="test", data_seed=config.data_seed)
     return Subject(model, guide, config, x_eval, x_train, labelled, source)

@@ -2,8 +2,10 @@
 
 Two estimators, used by every check that needs the model's own log-likelihood:
 
-- grid quadrature of the model's posterior (:func:`pyro_vae.posterior.grid.grid_posterior`),
-  exact to its tolerance, when K ≤ 2 and the prior is N(0, I);
+- grid quadrature when K ≤ 2 and the prior is N(0, I): one grid shared by every x, refined
+  until log p(x) moves less than 1e-3 nats (:func:`pyro_vae.posterior.quadrature.log_marginal_quadrature`),
+  or, where that does not converge, a grid fitted to each x
+  (:func:`pyro_vae.posterior.grid.grid_posterior`);
 - defensive importance sampling (Hesterberg 1995) otherwise: the proposal is the mixture
   ``r(z | x) = (1 − α) q(z | x) + α p(z)`` with a fixed share of draws from each part, so the
   weights ``p(x, z) / r(z | x) ≤ p(x | z) / α`` stay bounded even where q misses a mode of the
@@ -128,12 +130,20 @@ def log_marginal(
 
         if target is None or probe.latent_dim > 2:
             raise ValueError("quadrature needs K <= 2 and a N(0, I) prior")
+        from pyro_vae.posterior.quadrature import log_marginal_quadrature
+
         target = target._replace(noise_var=target.noise_var * noise_scale)
         with torch.no_grad():
-            res = grid_posterior(target, x, keep_density=False)
-        done = res.converged.cpu() if method == "auto" else torch.ones_like(todo)
-        lp[done] = res.log_marginal.double().cpu()[done]
-        todo = ~done
+            shared = log_marginal_quadrature(probe.f, target.noise_var, x, probe.latent_dim)
+        if shared.converged:
+            lp = shared.log_marginal.double().cpu()
+            todo = torch.zeros_like(todo)
+        else:  # posteriors too narrow for one shared grid: a grid fitted to each x
+            with torch.no_grad():
+                res = grid_posterior(target, x, keep_density=False)
+            done = res.converged.cpu() if method == "auto" else torch.ones_like(todo)
+            lp[done] = res.log_marginal.double().cpu()[done]
+            todo = ~done
     if bool(todo.any()):  # importance sampling where the grid did not converge (or was not asked)
         rows_todo = x[todo.to(x.device)]
         parts, errs = [], []

@@ -191,8 +191,10 @@ def evaluate_model(
     repeats; and I_q(x; z_i) per latent dimension (nats, 004 Table 1).
     ``true_log_lik`` (per test point) skips recomputing the truth's log-likelihood.
     """
-    truth = true_log_likelihood(dataset, x_test) if true_log_lik is None else true_log_lik.to(x_test.device)
     est = importance_log_likelihood(model, guide, x_test, num_samples=eval_samples, seed=seed)
+    if not getattr(dataset, "has_truth", True):  # the user's own data (datasets.user): no p_data
+        return evaluate_without_truth(model, guide, x_test, est, seed=seed)
+    truth = true_log_likelihood(dataset, x_test) if true_log_lik is None else true_log_lik.to(x_test.device)
     parts = decompose_elbo(model, guide, x_test, dataset, num_samples=eval_samples, seed=seed, true_log_lik=truth,
                            importance=est)
     exact = parts.model_log_lik if parts.model_log_lik_method != "importance" else None
@@ -229,6 +231,35 @@ def evaluate_model(
         "noise_var": [float(v) for v in model.noise_variance().detach().reshape(-1)],
         "noise_var_mean": float(model.noise_variance().detach().mean()),
         "neg_test_elbo": -float(elbo[0]),
+    }
+
+
+def evaluate_without_truth(model: VAEModel, guide, x_test: torch.Tensor, est, *, seed: int = 0) -> dict[str, Any]:
+    """:func:`evaluate_model`'s metrics that need no true process (data from a file).
+
+    ``est`` is the importance-sampled log-likelihood already computed; the quadrature value
+    (K ≤ 2) stands in for the decomposition's exact one. MLEO, PMO and the true log-likelihood
+    are absent.
+    """
+    from pyro_vae.metrics.loglik import exact_log_likelihood
+
+    with torch.no_grad():
+        exact = exact_log_likelihood(model.decoder, model.noise_variance().reshape(-1), x_test, model.latent_dim)
+    torch.manual_seed(seed)
+    elbo = float(validation_objective(model, guide, x_test, "elbo")[0])
+    n = x_test.shape[0]
+    knn = smooth_knn_test(sample_model(model, n, seed=seed), x_test, n=min(100, n), repeats=20, seed=seed)
+    with torch.no_grad():
+        q = guide.distribution(x_test) if hasattr(guide, "distribution") else None
+    mi = None if q is None else [float(v) for v in mutual_info_gaussian_encoder(q.loc, q.scale, seed=seed)]
+    return {
+        "smooth_knn": float(knn.mean), "smooth_knn_se": float(knn.se),
+        "mutual_info_per_dim": mi, "mutual_info_avg": None if mi is None else sum(mi) / len(mi),
+        "test_loglik": est.mean, "test_loglik_se": est.se, "test_loglik_mc_se": est.mc_se, "test_loglik_ess": est.ess,
+        "test_loglik_exact": None if exact is None else float(exact.mean()),
+        "test_elbo": elbo, "neg_test_elbo": -elbo,
+        "noise_var": [float(v) for v in model.noise_variance().detach().reshape(-1)],
+        "noise_var_mean": float(model.noise_variance().detach().mean()),
     }
 
 
@@ -345,7 +376,10 @@ def shared_artefact_keys(config: RunConfig, stage: str) -> Any:
 
 def true_test_log_lik(config: RunConfig, dataset: Dataset, x_test: torch.Tensor,
                       artefacts: ArtefactStore | None = None) -> tuple[torch.Tensor, list[str]]:
-    """``log p_data(x)`` per test point (closed form or quadrature), shared by every method's run."""
+    """``log p_data(x)`` per test point (closed form or quadrature), shared by every method's run
+    (None for a user's data set, which has no known truth)."""
+    if not getattr(dataset, "has_truth", True):
+        return None, []
     if artefacts is None:
         return true_log_likelihood(dataset, x_test), []
     key = {"dataset": config.dataset, "dataset_params": config.dataset_params, "data_seed": config.data_seed,

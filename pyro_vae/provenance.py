@@ -6,7 +6,9 @@ identifies the machine or the user (no hostname, no paths).
 
 from __future__ import annotations
 
+import os
 import platform
+import subprocess
 from datetime import datetime, timezone
 from typing import Any
 
@@ -73,3 +75,25 @@ def provenance_record(*, seed: Any = None, device: Any = None, start_time: str |
         "end_time": None,
         **extra,
     }
+
+
+def machine_record() -> dict:
+    """CPU count, torch threads and the load average now (no hostname): beside every timing."""
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {
+        "system": platform.system(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "loadavg_1_5_15": None if load is None else [round(v, 2) for v in load],
+    }
+
+
+def git_commit(path: str | os.PathLike | None = None) -> str | None:
+    """The commit checked out where ``path`` (default: this package) lies, or None outside git."""
+    where = os.fspath(path) if path is not None else os.path.dirname(os.path.abspath(__file__))
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=where)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return done.stdout.strip() or None

@@ -15,7 +15,7 @@ import sys
 from typing import Sequence
 
 from pyro_vae import __version__
-from pyro_vae.cli import data, figures, m2, reproduce, runs, train, truth
+from pyro_vae.cli import data, diagnose, figures, m2, reproduce, runs, train, truth
 from pyro_vae.cli.common import (
     EXIT_FAILED, EXIT_USAGE, Parser, UsageError, join_negative_values, name_flags, print_error,
 )
@@ -33,6 +33,7 @@ def build_parser() -> Parser:
     reproduce.add_parsers(sub)
     runs.add_parsers(sub)
     figures.add_parsers(sub)
+    diagnose.add_parsers(sub)
     return parser
 
 

@@ -18,6 +18,7 @@ from pyro_vae.datasets.jte import Case1, Case2, CubicJTE, Gaussian, LinearJTE, M
 from pyro_vae.datasets.semicircle import ContinuousSemiCircle, DiscreteSemiCircle
 from pyro_vae.datasets.toys import Floor, Variant1, Variant2, Variant3
 from pyro_vae.datasets.uci import Contraceptive, DiabeticRetinopathy, Titanic
+from pyro_vae.datasets.user import FileData
 from pyro_vae.datasets.unsupervised import (
     AbsoluteValue,
     Circle,
@@ -50,15 +51,18 @@ def dataset_names() -> list[str]:
 def get_dataset(name: str, **params: Any) -> Dataset:
     """Build the data set ``name`` with keyword ``params``.
 
+    ``"file"`` (not a benchmark, so not in :func:`dataset_names`) is the user's own data,
+    :class:`pyro_vae.datasets.user.FileData` (``path=...``).
+
     Raises
     ------
     ValueError
         For an unknown name or parameter (the message lists the allowed ones), or a
         parameter value out of its range.
     """
-    if name not in _REGISTRY:
-        raise ValueError(f"name={name!r}: unknown data set; expected one of {dataset_names()}")
-    cls = _REGISTRY[name]
+    if name not in _REGISTRY and name != FileData.name:
+        raise ValueError(f"name={name!r}: unknown data set; expected one of {dataset_names()} or 'file'")
+    cls = _REGISTRY.get(name, FileData)
     if not cls.supports_surrogate and "surrogate" in params:
         if params.pop("surrogate") is not False:
             raise ValueError(f"surrogate=True: data set {name!r} has no surrogate network in the papers; "

@@ -160,10 +160,6 @@ class FlowGuide(nn.Module):
 
 
 def flow_guide(obs_dim: int, latent_dim: int, hidden: Sequence[int], num_restarts: int | None = None) -> FlowGuide:
-    """The ``--guide flow`` factory: :class:`FlowGuide` with its defaults."""
+    """A :class:`FlowGuide` with its defaults (``--guide flow`` resolves to the class itself, see :mod:`guides.registry`)."""
     return FlowGuide(obs_dim, latent_dim, hidden, num_restarts=num_restarts)
 
-
-from pyro_vae.pipeline import register_guide  # noqa: E402  (pipeline imports this module at its end)
-
-register_guide("flow", flow_guide)

@@ -114,10 +114,15 @@ def select_restart(module: nn.Module, index: int) -> nn.Module:
     Every submodule with a ``num_restarts`` attribute has the leading dimension of its own
     parameters indexed at ``index`` — and of the buffers it names in ``restart_buffers`` (fixed
     constants such as a family's true A stay whole, even when a dimension happens to equal R) —
-    and its ``num_restarts`` set to ``None``. The copy shares no storage with the original.
+    and its ``num_restarts`` set to ``None``. The copy shares no storage with the original. A
+    module with its own ``select_restart(index)`` method (e.g. :class:`guides.restarts.RestartBatch`)
+    is asked directly.
     """
     import copy
 
+    own = getattr(module, "select_restart", None)
+    if callable(own):
+        return own(index)
     out = copy.deepcopy(module)
     for sub in out.modules():
         restarts = getattr(sub, "num_restarts", None)

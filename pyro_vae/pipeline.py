@@ -17,7 +17,8 @@ from typing import Any, NamedTuple
 
 import torch
 
-from guides.mean_field import MeanFieldGuide
+from guides.mean_field import MeanFieldGuide  # φ_GT of the ground-truth initialisation
+from guides.registry import build_guide, canonical_spec, resolve_guide
 from pyro_vae.datasets import Dataset, get_dataset
 from pyro_vae.inference import resolve_device, validation_objective
 from pyro_vae.inference.fixed_model import fit_decoder_to_truth, gt_initialise
@@ -25,7 +26,7 @@ from pyro_vae.inference.methods import METHODS, resolve_options
 from pyro_vae.metrics import (
     importance_log_likelihood,
     optimal_noise_var,
-    mutual_info_gaussian_encoder,
+    mutual_info_encoder,
     smooth_knn_test,
     true_log_likelihood,
 )
@@ -41,12 +42,6 @@ from pyro_vae.run_steps import fit_or_fail, load_params_state, params_state, sel
 INITS = ("random", "gt", "mixed")
 KNN_REPEATS = 1000  # smooth kNN repeats (batched, seconds): SE over repeats ≈ 0.03–0.05 instead of ≈ 0.3 at 20
 NOISES = ("fixed", "learned", "posthoc")
-GUIDES: dict[str, Any] = {"mean_field": MeanFieldGuide}
-
-
-def register_guide(name: str, factory) -> None:
-    """``factory(obs_dim, latent_dim, hidden, num_restarts=R)`` → a guide; usable as ``--guide name``."""
-    GUIDES[name] = factory
 DECODERS = ("auto", "mlp", "family")
 
 
@@ -81,8 +76,7 @@ class RunConfig:
     def validate(self) -> Dataset:
         """Check every field (raising ``ValueError`` naming it) and return the data set."""
         resolve_options(self.method, self.options)
-        if self.guide not in GUIDES:
-            raise ValueError(f"guide={self.guide!r}: expected one of {sorted(GUIDES)}")
+        resolve_guide(self.guide)  # a name, an entry point or 'package.module:Factory' (guides/registry.py)
         if self.latent_dim is not None and (not isinstance(self.latent_dim, int) or self.latent_dim < 1):
             raise ValueError(f"latent_dim={self.latent_dim!r}: expected a positive integer or None")
         for name in ("particles", "epochs", "batch_size", "restarts", "eval_samples", "gt_fit_steps", "val_every"):
@@ -101,6 +95,9 @@ class RunConfig:
             raise ValueError(f"init={self.init!r}: expected one of {INITS}")
         if self.noise not in NOISES:
             raise ValueError(f"noise={self.noise!r}: expected one of {NOISES}")
+        if self.init != "random" and self.guide != "mean_field":
+            raise ValueError(f"init={self.init!r} copies the mean-field φ_GT into the restarts; guide={self.guide!r} "
+                             "needs init='random'")
         if self.noise == "posthoc" and self.guide != "mean_field":
             raise ValueError(f"noise='posthoc' needs the Gaussian guide for Eq. 9's expectation; guide={self.guide!r}")
         if any(not isinstance(h, int) or h < 1 for h in self.hidden):
@@ -131,7 +128,10 @@ class RunConfig:
 
     def resolved(self) -> RunConfig:
         """A copy with the method's options completed by their defaults (what the run store hashes)."""
-        return dataclasses.replace(self, options=resolve_options(self.method, self.options), hidden=tuple(self.hidden))
+        return dataclasses.replace(
+            self, options=resolve_options(self.method, self.options), hidden=tuple(self.hidden),
+            guide=canonical_spec(self.guide),
+        )
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -150,8 +150,8 @@ class RunConfig:
         return cls(**data)
 
 
-def build_model_and_guide(config: RunConfig, dataset: Dataset, num_restarts: int | None) -> tuple[VAEModel, MeanFieldGuide]:
-    """The model (MLP or the data set's parametric family) and the mean-field guide."""
+def build_model_and_guide(config: RunConfig, dataset: Dataset, num_restarts: int | None) -> tuple[VAEModel, Any]:
+    """The model (MLP or the data set's parametric family) and the guide ``config.guide`` names."""
     k = config.model_latent_dim(dataset)
     decoder = dataset.decoder_family(num_restarts) if config.uses_family(dataset) else None
     model = build_vae_model(
@@ -163,7 +163,7 @@ def build_model_and_guide(config: RunConfig, dataset: Dataset, num_restarts: int
         noise="learned" if config.noise == "learned" else "fixed",
         num_restarts=num_restarts,
     )
-    guide = GUIDES[config.guide](dataset.obs_dim, k, config.hidden, num_restarts=num_restarts)
+    guide = build_guide(config.guide, dataset.obs_dim, k, hidden=config.hidden, num_restarts=num_restarts)
     return model, guide
 
 
@@ -188,7 +188,8 @@ def evaluate_model(
     −ELBO = entropy + MLEO + PMO (``elbo``, ``mleo``, ``pmo``; Eq. 2 of 000); the smooth k-NN
     statistic between samples of p_θ(x) and the test set (``KNN_REPEATS`` draws of 100 vs 100,
     004 App. D, fresh model samples each; lower is better) with the SE of its mean over the
-    repeats; and I_q(x; z_i) per latent dimension (nats, 004 Table 1).
+    repeats; and I_q(x; z_i) per latent dimension (nats, 004 Table 1) and I_q(x; z), from q's own
+    density unless q is a diagonal Normal (``mutual_info_method`` says which).
     ``true_log_lik`` (per test point) skips recomputing the truth's log-likelihood.
     """
     est = importance_log_likelihood(model, guide, x_test, num_samples=eval_samples, seed=seed)
@@ -205,21 +206,21 @@ def evaluate_model(
     draw = min(100, n)
     generated = sample_model(model, draw * KNN_REPEATS, seed=seed)  # fresh model draws for every repeat
     knn = smooth_knn_test(generated, x_test, n=draw, repeats=KNN_REPEATS, seed=seed)
-    with torch.no_grad():
-        q = guide.distribution(x_test) if hasattr(guide, "distribution") else None
-    mi = None if q is None else [float(v) for v in mutual_info_gaussian_encoder(q.loc, q.scale, seed=seed)]
-    mi_avg = None if mi is None else sum(mi) / len(mi)
+    mi = mutual_info_encoder(guide, x_test, seed=seed)  # q's own density unless q is a diagonal Normal
     return {
         "smooth_knn": float(knn.mean),
         "smooth_knn_se": float(knn.se),
         "smooth_knn_repeats": KNN_REPEATS,
-        "mutual_info_per_dim": mi,
-        "mutual_info_avg": mi_avg,  # avg_i I(x; z_i), 004 Table 1
+        "mutual_info_per_dim": None if mi.per_dim is None else [float(v) for v in mi.per_dim],
+        "mutual_info_avg": mi.avg,  # avg_i I(x; z_i), 004 Table 1
+        "mutual_info_joint": float(mi.joint),
+        "mutual_info_method": mi.method,
         "test_loglik": est.mean,
         "test_loglik_se": est.se,
         "test_loglik_mc_se": est.mc_se,
         "test_loglik_ess": est.ess,
         "test_loglik_exact": exact,
+        "test_loglik_proposal": est.proposal,
         "elbo": parts.elbo,
         "mleo": parts.mleo,
         "mleo_se": parts.mleo_se,
@@ -485,7 +486,7 @@ def train_and_evaluate(config: RunConfig, runs_dir: str | Path, *, progress: boo
     return {"run_dir": str(run.run_dir), "run_id": run.run_id, "best_restart": result.best_restart, "metrics": metrics}
 
 
-def load_trained(run_dir: str | Path, device: str = "cpu") -> tuple[RunConfig, Dataset, VAEModel, MeanFieldGuide, dict]:
+def load_trained(run_dir: str | Path, device: str = "cpu") -> tuple[RunConfig, Dataset, VAEModel, Any, dict]:
     """Rebuild the selected restart's model and guide of a finished run."""
     loaded = load_run(run_dir)
     config = evaluable_config(loaded, RunConfig)  # also a run killed after saving params.pt
@@ -504,4 +505,3 @@ def evaluate_run(run_dir: str | Path, *, device: str = "cpu", eval_samples: int 
     metrics = evaluate_model(model, guide, dataset, splits.test.x, eval_samples=eval_samples or config.eval_samples, seed=config.seed)
     merged = update_metrics(run_dir, metrics, rebuild=True)
     return {"run_dir": str(run_dir), "best_restart": merged.get("best_restart", old.get("best_restart")), "metrics": merged}
-import guides.flow  # noqa: E402,F401  registers --guide flow

@@ -40,6 +40,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from guides.restarts import check_restart_guide
 from pyro_vae import checks
 from pyro_vae.inference.methods import Method, group_kwargs, register_method
 from pyro_vae.inference.fixed_model import frozen as _frozen  # no gradients for the given params
@@ -251,6 +252,7 @@ class _Trainer:
         self.elbo = VariationalObjective(objective, self.particles, 1.0)
         self.restarts = _num_restarts(model)
         example = self.batches.batch_example()
+        check_restart_guide(model, guide, example)
         self.decoder = collect_parameters(model, example_args=(example,))
         seen = {id(p) for p in self.decoder}
         self.encoder = [p for p in collect_parameters(guide, example_args=(example,)) if id(p) not in seen]

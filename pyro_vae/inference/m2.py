@@ -289,7 +289,7 @@ def train_m2(
     val = check_training_args(train, val, alpha=alpha, gamma=gamma, num_particles=num_particles,
                               epochs=epochs, batch_size=batch_size, lr=lr)
     particles = num_particles if objective == "iwae" else 1
-    params = collect_parameters(model, guide)
+    params = collect_parameters(model, guide, example_args=(train.x[:2],))  # a function guide's pyro.params too
     if not params:
         raise ValueError("model and guide have no trainable parameters")
     optim = make_optimizer(params, optimizer, lr)

@@ -96,9 +96,9 @@ def train_m2_lagging(
                               epochs=epochs, batch_size=batch_size, lr=lr)
     n = train.x.shape[0]
     particles = num_particles if objective == "iwae" else 1
-    decoder = collect_parameters(model)
+    decoder = collect_parameters(model, example_args=(train.x[:2],))
     seen = {id(p) for p in decoder}
-    encoder = [p for p in collect_parameters(guide) if id(p) not in seen]
+    encoder = [p for p in collect_parameters(guide, example_args=(train.x[:2],)) if id(p) not in seen]
     batched, dev = getattr(model, "num_restarts", None), train.x.device
 
     def loss_fn(idx: torch.Tensor) -> torch.Tensor:

@@ -7,8 +7,12 @@ draws from the guide,
 
 * ELBO (Eq. 2 of 004 / Eq. 2 of 000): mean over s of log w_s.
 * IWAE (Burda et al. 2016, Eq. 14 of 004): logsumexp over s of log w_s − log S.
-* β-ELBO (Higgins et al. 2017): the ELBO with the latent site ``"z"`` scaled by β in both
-  model and guide, ``E_q[log p(x|z)] − β·KL(q(z|x) ‖ p(z))``.
+* β-ELBO (Higgins et al. 2017): the ELBO with every latent site scaled by β in both model
+  and guide, ``E_q[log p(x|z)] − β·KL(q(z|x) ‖ p(z))``.
+
+The log weights come from Pyro traces over every sample site (:mod:`pyro_vae.traces`: scale
+and mask honoured, model and guide sites matched, enumerated and — for training — non-
+reparameterised guide sites refused).
 
 The bounds are returned per data point (and per restart), so that the same code gives the
 training loss, the per-restart validation objective and the selection of the best restart.
@@ -26,95 +30,19 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-import pyro
-import pyro.poutine as poutine
 import torch
 from pyro.infer import ELBO
-from pyro.poutine.messenger import Messenger
-from pyro.poutine.util import site_is_subsample
+
+from pyro_vae.traces import PARTICLE_PLATE, ScaleSites, log_weights as _trace_log_weights
 
 KINDS = ("elbo", "iwae")
-PARTICLE_PLATE = "particles"
+__all__ = ["KINDS", "PARTICLE_PLATE", "ScaleSites", "VariationalObjective", "bound", "bound_from_log_weights", "log_weights"]
 
 
-class ScaleSites(Messenger):
-    """Multiply the log-density of the named sites by a factor (β of the β-VAE)."""
-
-    def __init__(self, scales: dict[str, float]):
-        super().__init__()
-        self.scales = scales
-
-    def _process_message(self, msg):
-        factor = self.scales.get(msg["name"])
-        if factor is not None and msg["type"] == "sample":
-            msg["scale"] = factor * msg["scale"]
-
-
-def _site_log_prob(site: dict) -> torch.Tensor:
-    fn, value = site["fn"], site["value"]
-    lp = fn.log_prob(value)
-    if site["scale"] is not None and not (isinstance(site["scale"], float) and site["scale"] == 1.0):
-        lp = lp * site["scale"]
-    if site["mask"] is not None:
-        lp = lp * site["mask"]
-    return lp
-
-
-def _check_site(site: dict, role: str) -> None:
-    if not any(frame.name == "data" for frame in site["cond_indep_stack"]):
-        raise ValueError(
-            f"{role} site {site['name']!r} is outside the plate 'data': the bound is per data point "
-            "only when every sample site sits in that plate"
-        )
-    if role == "guide" and not site["fn"].has_rsample:
-        raise ValueError(
-            f"guide site {site['name']!r} is not reparameterisable ({type(site['fn']).__name__}); "
-            "use a relaxed distribution or Pyro's Trace_ELBO/TraceEnum_ELBO"
-        )
-
-
-def log_weights(
-    model: Callable,
-    guide: Callable,
-    *args,
-    num_particles: int = 1,
-    site_scales: dict[str, float] | None = None,
-    max_plate_nesting: int = 2,
-    **kwargs,
-) -> torch.Tensor:
-    """Log importance weights ``log p(x, z_s) − log q(z_s | x)``, shape ``(S, [R,] N)``.
-
-    Parameters
-    ----------
-    model, guide : callable
-        Pyro programs taking the same arguments.
-    num_particles : int
-        S, drawn in one vectorised pass in a plate left of the model's plates.
-    site_scales : dict, optional
-        Per-site log-density factors (e.g. ``{"z": beta}``).
-    max_plate_nesting : int
-        Plates the model uses (2 with restarts); the particle plate goes left of them.
-    """
-    if not isinstance(num_particles, int) or num_particles < 1:
-        raise ValueError(f"num_particles={num_particles!r}: expected a positive integer")
-    scaler = ScaleSites(site_scales or {})
-    with pyro.plate(PARTICLE_PLATE, num_particles, dim=-(max_plate_nesting + 1)), scaler:
-        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
-    total = 0.0
-    for role, trace, sign in (("model", model_trace, 1.0), ("guide", guide_trace, -1.0)):
-        for site in trace.nodes.values():
-            if site["type"] != "sample" or site_is_subsample(site):
-                continue
-            _check_site(site, role)
-            total = total + sign * _site_log_prob(site)
-    if not torch.is_tensor(total):
-        raise ValueError("the model has no sample sites")
-    if total.dim() > max_plate_nesting + 1:
-        raise ValueError(f"log weights of shape {tuple(total.shape)}: more plates than max_plate_nesting={max_plate_nesting}")
-    while total.dim() < max_plate_nesting + 1:  # e.g. an unbatched guide: (S, N) -> (S, 1, N)
-        total = total.unsqueeze(1)
-    return total
+def log_weights(model: Callable, guide: Callable, *args, **kwargs) -> torch.Tensor:
+    """:func:`pyro_vae.traces.log_weights` for training: reparameterised guide sites required."""
+    kwargs.setdefault("reparameterized", True)
+    return _trace_log_weights(model, guide, *args, **kwargs)
 
 
 def bound_from_log_weights(log_w: torch.Tensor, kind: str) -> torch.Tensor:
@@ -141,10 +69,8 @@ def bound(
         raise ValueError(f"kind={kind!r}: expected one of {KINDS}")
     if not beta > 0:
         raise ValueError(f"beta={beta!r}: expected a positive number")
-    scales = None if beta == 1.0 else {"z": float(beta)}
-    log_w = log_weights(
-        model, guide, x, num_particles=num_particles, site_scales=scales, max_plate_nesting=max_plate_nesting
-    )
+    log_w = log_weights(model, guide, x, num_particles=num_particles, latent_scale=float(beta),
+                        max_plate_nesting=max_plate_nesting)
     return bound_from_log_weights(log_w, kind)
 
 

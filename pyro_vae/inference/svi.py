@@ -14,10 +14,12 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
+import pyro
 import pyro.poutine as poutine
 import torch
 from torch import nn
 
+from guides.restarts import check_restart_guide
 from pyro_vae import checks
 from pyro_vae.inference.objectives import VariationalObjective
 from pyro_vae.inference.trainer import (
@@ -52,12 +54,15 @@ def collect_parameters(*programs: Callable, example_args: tuple = ()) -> list[nn
         if isinstance(prog, nn.Module):
             for p in prog.parameters():
                 params.setdefault(id(p), p)
-    if example_args:
-        with poutine.trace(param_only=True) as tr:
+    if example_args:  # run once to see their pyro.params, on a forked random stream, validating nothing
+        dev = next((a.device for a in example_args if isinstance(a, torch.Tensor)), torch.device("cpu"))
+        cuda = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda), pyro.validation_enabled(False), poutine.trace(param_only=True) as tr:
             for prog in programs:
                 prog(*example_args)
         for site in tr.trace.nodes.values():
-            p = site["value"].unconstrained()
+            value = site["value"]
+            p = value.unconstrained() if hasattr(value, "unconstrained") else value  # a PyroModule's local param
             if p.requires_grad:
                 params.setdefault(id(p), p)
     return list(params.values())
@@ -146,6 +151,7 @@ def train(
         raise ValueError(f"beta={beta!r}: expected a positive number")
     batches, x_val = _minibatches(model, x_train, x_val, batch_size, seed, group_restarts)
     example = batches.batch_example()
+    check_restart_guide(model, guide, example)  # one guide shared by R restarts is refused
 
     kind = "iwae" if objective == "iwae" else "elbo"
     particles = num_particles if objective == "iwae" else 1

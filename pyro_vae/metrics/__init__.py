@@ -6,7 +6,7 @@ Inputs may be NumPy arrays or torch tensors.
 from .aggregate import AggregatePosterior, aggregate_posterior
 from .loglik import LogLikEstimate, exact_log_likelihood, importance_log_likelihood, true_log_likelihood
 from .guidelines import ClassOverlap, ResidualNormality, class_overlap, residual_normality
-from .mutual_info import mutual_info_gaussian_encoder, mutual_info_ksg, mutual_info_per_dim
+from .mutual_info import EncoderMutualInfo, mutual_info_encoder, mutual_info_gaussian_encoder, mutual_info_ksg, mutual_info_per_dim
 from .noise import elbo_noise_var, optimal_noise_var
 from .normality import HenzeZirkler, henze_zirkler, henze_zirkler_penalty, henze_zirkler_torch
 from .smooth_knn import SmoothKNNResult, smooth_knn_marginals, smooth_knn_statistic, smooth_knn_test
@@ -26,6 +26,8 @@ __all__ = [
     "henze_zirkler_penalty",
     "henze_zirkler_torch",
     "importance_log_likelihood",
+    "EncoderMutualInfo",
+    "mutual_info_encoder",
     "mutual_info_gaussian_encoder",
     "mutual_info_ksg",
     "mutual_info_per_dim",

@@ -1,9 +1,12 @@
 """Test log-likelihood: importance sampling (Eq. 48 of 000), quadrature, and the truth.
 
-``log p_θ(x) ≈ log (1/S) Σ_s p_θ(x | z_s) p(z_s) / q̃(z_s | x)``, ``z_s ~ q̃``, where the
-proposal q̃ is the guide's ``q_φ(z | x)`` with its variance inflated ×2 "to ensure our
-proposal has sufficient coverage" (000 Appendix E, Evaluation; S = 5000 there). Samples are
-drawn in chunks so memory stays bounded whatever S is.
+``log p_θ(x) ≈ log (1/S) Σ_s p_θ(x, z_s) / q̃(z_s | x)``, ``z_s ~ q̃``, where the proposal q̃ is
+the guide itself — any Pyro guide, whatever its family and site names: the weights come from
+Pyro traces of the guide and the replayed model over every sample site
+(:func:`pyro_vae.traces.log_weights`). Each Normal site of the guide has its variance inflated
+×2 "to ensure our proposal has sufficient coverage" (000 Appendix E, Evaluation; S = 5000
+there); other families (Student-t, flows) are used as they are, and the estimate says which
+(``proposal``). Samples are drawn in chunks so memory stays bounded whatever S is.
 """
 
 from __future__ import annotations
@@ -12,13 +15,13 @@ import math
 import warnings
 from typing import Callable, NamedTuple
 
-import pyro
 import pyro.distributions as dist
-import pyro.poutine as poutine
 import torch
+from pyro.poutine.messenger import Messenger
 
 from pyro_vae.posterior.quadrature import log_marginal_quadrature
 from pyro_vae.rng import isolated_rng
+from pyro_vae.traces import latent_sites, log_joint, log_weights
 
 EVAL_ROWS = 8192  # samples × points evaluated at once: large enough to vectorise, small enough for the cache
 
@@ -29,36 +32,32 @@ class LogLikEstimate(NamedTuple):
     ess: float  # mean effective sample size of the importance weights, per data point
     mc_se: float  # Monte Carlo standard error of ``mean`` (delta method on the weights)
     per_point: torch.Tensor  # (N,)
+    proposal: str = "guide"  # what the proposal was (e.g. Normal sites inflated)
 
 
-def proposal_from_guide(guide: Callable, x: torch.Tensor, inflate: float = 2.0) -> dist.Distribution:
-    """The guide's ``q(z | x)`` for each row of ``x`` (batch ``(N,)``, event ``(K,)``), variance × ``inflate``.
+class InflateNormal(Messenger):
+    """Multiply the variance of every Normal (or ``Independent`` Normal) sample site by ``factor``.
 
-    A guide with a ``distribution(x)`` method (e.g. :class:`guides.mean_field.MeanFieldGuide`)
-    is asked directly; otherwise the guide is traced and its ``"z"`` site used. Normal proposals
-    are inflated; others are used as they are.
+    Records the names of the sites it inflated in ``inflated``.
     """
-    if hasattr(guide, "distribution"):
-        q = guide.distribution(x)
-    else:
-        q = poutine.trace(guide).get_trace(x).nodes["z"]["fn"]
-    base = q.base_dist if isinstance(q, dist.Independent) else q
-    if isinstance(base, torch.distributions.Normal):
-        loc, scale = base.loc, base.scale * math.sqrt(inflate)
-        if loc.dim() > 2:  # a restart-batched guide: only unbatched ones give a per-point proposal
-            raise ValueError(f"guide gives a proposal of shape {tuple(loc.shape)}: select one restart first")
-        return dist.Normal(loc, scale).to_event(1)
-    return q if isinstance(q, dist.Independent) or q.event_dim else q.to_event(1)
 
+    def __init__(self, factor: float):
+        super().__init__()
+        self.factor, self.inflated = float(factor), []
 
-def log_joint(model: Callable, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """``log p(x, z)`` from a Pyro program conditioned on ``z`` of shape ``(S, N, K)``; returns ``(S, N)``."""
-    trace = poutine.trace(poutine.condition(model, data={"z": z})).get_trace(x)
-    total = 0.0
-    for name in ("z", "x"):
-        site = trace.nodes[name]
-        total = total + site["fn"].log_prob(site["value"])
-    return total
+    def _process_message(self, msg) -> None:
+        if msg["type"] != "sample" or msg["is_observed"]:
+            return
+        fn, reinterpreted = msg["fn"], 0
+        while isinstance(fn, torch.distributions.Independent):
+            reinterpreted += fn.reinterpreted_batch_ndims
+            fn = fn.base_dist
+        if type(fn) not in (dist.Normal, torch.distributions.Normal):
+            return
+        inflated = dist.Normal(fn.loc, fn.scale * math.sqrt(self.factor))
+        msg["fn"] = inflated.to_event(reinterpreted) if reinterpreted else inflated
+        if msg["name"] not in self.inflated:
+            self.inflated.append(msg["name"])
 
 
 def importance_log_likelihood(
@@ -71,12 +70,13 @@ def importance_log_likelihood(
     inflate: float = 2.0,
     seed: int = 0,
 ) -> LogLikEstimate:
-    """Importance-sampled ``log p_θ(x)`` per data point (Eq. 48 of 000).
+    """Importance-sampled ``log p_θ(x)`` per data point (Eq. 48 of 000), the guide as proposal.
 
     Parameters
     ----------
     model, guide : callable
-        An unbatched model (no ``"restarts"`` plate) and its guide.
+        An unbatched model (no ``"restarts"`` plate) and its guide: Pyro programs called as
+        ``model(x)``, ``guide(x)`` whose sites sit in the plate ``"data"``.
     x : Tensor
         ``(N, D)`` test points.
     num_samples : int
@@ -85,9 +85,9 @@ def importance_log_likelihood(
         Samples drawn at a time; default ``max(1, 8192 // N)`` (rows of about 8 192
         samples × points, small enough to stay in cache).
     inflate : float
-        Factor on the proposal's variance (2 in 000).
+        Factor on the variance of the guide's Normal sites (2 in 000); other families as they are.
     seed : int
-        Seeds the proposal draws.
+        Seeds the proposal draws (on a forked stream: the global generators are left as they were).
     """
     chunk_size = max(1, EVAL_ROWS // max(1, x.shape[0])) if chunk_size is None else chunk_size
     for name, value in (("num_samples", num_samples), ("chunk_size", chunk_size)):
@@ -95,14 +95,25 @@ def importance_log_likelihood(
             raise ValueError(f"{name}={value!r}: expected a positive integer")
     if not inflate > 0:
         raise ValueError(f"inflate={inflate!r}: expected a positive number")
-    if getattr(model, "num_restarts", None):
-        raise ValueError("model is restart-batched: select one restart first (pyro_vae.nets.select_restart)")
-    with torch.no_grad(), isolated_rng(x.device, seed):
-        q = proposal_from_guide(guide, x, inflate)
+    if getattr(model, "num_restarts", None) or getattr(guide, "num_restarts", None):
+        raise ValueError("model or guide is restart-batched: select one restart first (pyro_vae.nets.select_restart)")
+    inflater = InflateNormal(inflate)
+    proposal = inflater(guide) if inflate != 1.0 else guide
+    with isolated_rng(x.device, seed), torch.no_grad():
+        sites = latent_sites(proposal, x)
         chunks = []
-        for start in range(0, num_samples, chunk_size):
-            z = q.sample((min(chunk_size, num_samples - start),))
-            chunks.append((log_joint(model, x, z) - q.log_prob(z)).double())
+        if len(sites) == 1:  # one latent site: q(z | x) once, then draws and scores of it (as fast as a formula)
+            (name, site), = sites.items()
+            q = site["fn"]
+            for start in range(0, num_samples, chunk_size):
+                z = q.sample((min(chunk_size, num_samples - start),))
+                lj = log_joint(model, x, latents={name: z})
+                chunks.append((lj - q.log_prob(z)).reshape(z.shape[0], x.shape[0]).double())
+        else:  # dependent sites: trace the guide and the replayed model for every chunk
+            for start in range(0, num_samples, chunk_size):
+                s = min(chunk_size, num_samples - start)
+                lw = log_weights(model, guide, x, num_particles=s, guide_handler=lambda g: inflater(g) if inflate != 1.0 else g)
+                chunks.append(lw.reshape(s, -1, x.shape[0])[:, 0].double())
         log_w = torch.cat(chunks)  # (S, N)
         per_point = torch.logsumexp(log_w, 0) - math.log(num_samples)
         w = torch.softmax(log_w, 0)
@@ -112,7 +123,9 @@ def importance_log_likelihood(
     n = per_point.shape[0]
     se = float(per_point.std() / math.sqrt(n)) if n > 1 else float("nan")
     mc_se = float(mc_var.sum().sqrt() / n)
-    return LogLikEstimate(float(per_point.mean()), se, float(ess.mean()), mc_se, per_point)
+    proposal = (f"guide, Normal site(s) {inflater.inflated} with variance x{inflate:g}" if inflater.inflated and inflate != 1.0
+                else "guide as it is (no Normal site to inflate)")
+    return LogLikEstimate(float(per_point.mean()), se, float(ess.mean()), mc_se, per_point, proposal)
 
 
 def exact_log_likelihood(

@@ -19,7 +19,8 @@ from pyro_vae.inference.fixed_model import fit_guide
 from pyro_vae.inference.methods import METHODS, resolve_options
 from pyro_vae.models import VAEModel
 from pyro_vae.nets import BatchedLinear, select_restart
-from pyro_vae.pipeline import GUIDES, RunConfig, build_model_and_guide
+from guides.registry import resolve_guide
+from pyro_vae.pipeline import RunConfig, build_model_and_guide
 from pyro_vae.posterior.compare import grid_kl
 from pyro_vae.posterior.grid import grid_posterior
 from pyro_vae.posterior.target import posterior_target
@@ -85,7 +86,7 @@ def test_flow_guide_trains_with_every_objective_and_method(method, objective):
     config.options = resolve_options(method, config.options)
     torch.manual_seed(0)
     model, guide = build_model_and_guide(config, ds, 3)
-    assert isinstance(guide, FlowGuide) and GUIDES["flow"] is not None
+    assert isinstance(guide, FlowGuide) and resolve_guide("flow") is FlowGuide
     before = [p.detach().clone() for p in guide.parameters()]
     result = METHODS[method].fit(model, guide, x[:80], x[80:], config, progress=False)
     assert result.val_objective.shape == (3,) and bool(torch.isfinite(result.val_objective).all())
@@ -176,7 +177,9 @@ def test_cli_trains_and_reevaluates_a_flow_guide(tmp_path, capsys):
     assert main(argv) == 0
     summary = json.loads(capsys.readouterr().out)
     m = summary["metrics"]
-    assert m["mutual_info_per_dim"] is None  # I_q needs a Gaussian encoder
+    # I_q from the flow's own density (K = 1: the joint is the one coordinate's)
+    assert m["mutual_info_method"] == "monte_carlo" and m["mutual_info_per_dim"] == [m["mutual_info_joint"]]
+    assert 0 <= m["mutual_info_joint"] <= math.log(2000)
     assert math.isfinite(m["test_loglik"]) and m["test_loglik"] < m["true_loglik"]
     assert abs(m["test_loglik_exact"] - m["test_loglik"]) < 0.5
     assert main(["evaluate", summary["run_dir"], "--json", "--eval-samples", "50"]) == 0

@@ -2,6 +2,7 @@
 
 import math
 
+import pyro
 import pyro.distributions as dist
 import pytest
 import torch
@@ -36,6 +37,10 @@ class ShiftedPosterior:
         mean = (x - self.b) @ self.w @ self.cov / self.noise_var
         sd = self.cov.diagonal().sqrt()
         return dist.Normal(mean + self.shift * sd, self.widen * sd.expand_as(mean))
+
+    def __call__(self, x):  # a Pyro guide: z in the plate "data"
+        with pyro.plate("data", x.shape[0]):
+            return pyro.sample("z", self.distribution(x).to_event(1))
 
 
 def _linear_case(k, d, noise_var, seed=0):

@@ -7,6 +7,8 @@ import sys
 
 import numpy as np
 import pytest
+import pyro
+import pyro.distributions as dist
 import torch
 from matplotlib.collections import LineCollection, PathCollection, QuadMesh
 from matplotlib.figure import Figure
@@ -36,6 +38,14 @@ class _FixedGuide:
     def distribution(self, x):
         loc = self.a * x[:, : self.k] + self.b
         return torch.distributions.Normal(loc, torch.full_like(loc, self.s))
+
+    def __call__(self, x):  # the Pyro guide: z in the plate "data"
+        with pyro.plate("data", x.shape[0]):
+            return pyro.sample("z", dist.Normal(*self._params(x)).to_event(1))
+
+    def _params(self, x):
+        q = self.distribution(x)
+        return q.loc, q.scale
 
 
 # ----------------------------------------------------------------------------- save_png

@@ -16,119 +16,120 @@ def parse_point(text: str, obs_dim: int) -> list[float]:
     return parse_numbers(text, "--x", obs_dim)
 
 
-def _fmt(values) -> str:
-    return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
+def _print_tree(obj, indent: int = 0) -> None:
+    """Every key and value of the summary, indented (the text twin of ``--json``)."""
+    pad = "  " * indent
+    for key, value in obj.items():
+        if isinstance(value, dict):
+            print(f"{pad}{key}:")
+            _print_tree(value, indent + 1)
+        elif isinstance(value, float):
+            print(f"{pad}{key}: {value:.6g}")
+        elif isinstance(value, list) and value and all(isinstance(v, float) for v in value):
+            print(f"{pad}{key}: [{', '.join(f'{v:.6g}' for v in value)}]")
+        else:
+            print(f"{pad}{key}: {value}")
 
 
-def _diagnostics_line(p: dict, thresholds: dict) -> str:
-    from pyro_vae.posterior.nuts import format_against
-
-    rhat = format_against(p["r_hat"], thresholds["max_rhat"])
-    ess = format_against(p["ess_bulk"], thresholds["min_ess_bulk"])
-    rel = lambda ok: "≤" if ok else ">"  # noqa: E731
-    return (f"R-hat {rhat} {rel(p['r_hat'] <= thresholds['max_rhat'])} {thresholds['max_rhat']:g}, "
-            f"bulk ESS {ess} {'≥' if p['ess_bulk'] >= thresholds['min_ess_bulk'] else '<'} "
-            f"{thresholds['min_ess_bulk']:g}, {p['divergences']} divergence(s)")
+def _print_posterior(summary: dict) -> None:
+    print(f"data set: {summary['dataset']}   reference posteriors by {summary['method']}"
+          + (f"   run: {summary['run']}" if summary.get("run") else ""))
+    for point in summary["points"]:
+        print(f"x = {point['x']}")
+        for role in ("truth", "model"):
+            block = point.get(role)
+            if block is not None and not block["ok"]:
+                print(f"  !!! FAILED REFERENCE ({block['label']}): {'; '.join(block['reasons'])} -- not usable as "
+                      "ground truth")
+        _print_tree({k: v for k, v in point.items() if k != "x"}, 1)
+    if summary.get("wrote"):
+        print(f"wrote {', '.join(summary['wrote'])}")
 
 
 def cmd_posterior(args: argparse.Namespace) -> int:
     from pyro_vae import checks
     from pyro_vae.cli.data import dataset_from_args
-    from pyro_vae.posterior.grid import grid_posterior
+    from pyro_vae.posterior.summary import comparison_idata, posterior_comparison
 
     if args.plot is not None:
         checks.output_file("--plot", args.plot, (".png",))
+    if args.save_idata is not None:
+        checks.output_file("--save-idata", args.save_idata, (".nc",))
     if not args.x:
         raise ValueError("--x: give at least one observation, e.g. --x 0.0,0.0")
-    guide = None
+    model = guide = config = None
     if args.run:
         from pyro_vae.pipeline import load_trained
 
-        config, dataset, _, guide, _ = load_trained(args.run)
-        if not hasattr(guide, "distribution"):
-            raise ValueError(f"--run {args.run!r}: its guide ({config.guide}) has no Gaussian q(z|x) to compare; "
-                             "the comparison needs a mean-field guide")
+        config, dataset, model, guide, _ = load_trained(args.run)
         if config.dataset != args.dataset:
             raise ValueError(f"--run {args.run!r} was trained on {config.dataset!r}, not {args.dataset!r}")
     else:
         dataset = dataset_from_args(args.dataset, None)
     if getattr(dataset, "label_dim", None):
         raise ValueError(f"dataset {args.dataset!r} has labels: p(z | x) needs y as well; expected an unlabelled data set")
-    if args.method == "quadrature" and dataset.latent_dim > 2:
-        raise ValueError(f"--method quadrature: {args.dataset!r} has latent_dim {dataset.latent_dim}; allowed up to 2")
+    if args.method == "quadrature":
+        for what, k in (("data set", dataset.latent_dim), ("run's model", getattr(model, "latent_dim", 0))):
+            if k > 2:
+                raise ValueError(f"--method quadrature: the {what} has latent_dim {k}; allowed up to 2 (use --method nuts)")
     typed = [t.strip() for t in args.x]
-    values = [parse_point(t, dataset.obs_dim) for t in typed]
-    x = torch.tensor(values)
+    x = torch.tensor([parse_point(t, dataset.obs_dim) for t in typed])
 
-    points, nuts = [], []
-    grid = grid_posterior(dataset, x) if (args.method == "quadrature" or args.plot) and dataset.latent_dim <= 2 else None
-    if args.method == "nuts":
-        from pyro_vae.posterior.nuts import nuts_posteriors
-
-        nuts = nuts_posteriors(
-            dataset, x, seed=args.seed, num_chains=args.chains, num_warmup=args.warmup, num_samples=args.samples
-        )
-    q = guide.distribution(x) if guide is not None else None
-    for i, row in enumerate(values):
-        if args.method == "nuts":
-            res, draws = nuts[i], nuts[i].flat()
-            d = res.diagnostics
-            point = {
-                "x": row, "mean": draws.mean(0).tolist(), "sd": draws.std(0).tolist(),
-                "r_hat": max(d["r_hat"]), "ess_bulk": min(d["ess_bulk"]), "divergences": d["divergences"],
-                "ok": res.ok, "reasons": list(res.reasons),
-            }
-        else:
-            point = {
-                "x": row, "mean": grid.mean[i].tolist(), "sd": grid.sd[i].tolist(),
-                "r_hat": None, "ess_bulk": None, "ok": bool(grid.converged[i]),
-                "log_marginal": float(grid.log_marginal[i]),
-            }
-            if not point["ok"]:
-                point["reasons"] = ["the grid did not converge"]
-        if q is not None:
-            point["guide_mean"] = q.loc[i].tolist()
-            point["guide_sd"] = q.scale[i].tolist()
-        points.append(point)
-    if grid is not None and q is not None:
-        from pyro_vae.posterior.compare import grid_kl
-
-        kl = grid_kl(dataset, q, grid, x)
-        for point, a, b in zip(points, kl.kl_qp.tolist(), kl.kl_pq.tolist()):
-            point["kl_q_p"], point["kl_p_q"] = a, b
+    comparison = posterior_comparison(
+        dataset, x, model=model, guide=guide, method=args.method, seed=args.seed, num_chains=args.chains,
+        num_warmup=args.warmup, num_samples=args.samples,
+        model_label=f"learned model: run {args.run}" if args.run else "learned model",
+        guide_label=f"q(z|x): guide {config.guide}" if config is not None else "q(z|x)",
+    )
+    summary = {**comparison.summary, "run": args.run}
+    failed = [f"x={t} ({role})" for t, p in zip(typed, summary["points"]) for role in ("truth", "model")
+              if role in p and not p[role]["ok"]]
+    written = []
     if args.plot:
-        atomic_write_bytes(args.plot, _posterior_png(dataset, x, grid, nuts, guide))
-    summary = {"method": args.method, "dataset": args.dataset, "points": points}
-    failed = [t for t, p in zip(typed, points) if not p["ok"]]
+        atomic_write_bytes(args.plot, _posterior_png(dataset, x, model, guide, args.method, comparison))
+        written.append(args.plot)
+    if args.save_idata:
+        _write_idata(args.save_idata, comparison_idata(comparison))
+        written.append(args.save_idata)
+    if written:
+        summary["wrote"] = written
     if args.json:
         from pyro_vae.io import dumps_json
 
         print(dumps_json(summary, nonfinite="null"), end="")
     else:
-        for text, p in zip(typed, points):
-            how = _diagnostics_line(p, nuts[0].diagnostics["thresholds"]) if p["r_hat"] is not None else "grid"
-            body = f"mean {_fmt(p['mean'])}, sd {_fmt(p['sd'])} ({how})"
-            if p["ok"]:
-                print(f"x={text}: {body} ok")
-            else:
-                print(f"!!! FAILED REFERENCE x={text}: {'; '.join(p['reasons'])} -- not usable as ground truth")
-                print(f"    x={text}: {body}")
-        if args.plot:
-            print(f"wrote {args.plot}" + (" (failed references hatched)" if failed else ""))
+        _print_posterior(summary)
     if failed:
         hint = ("more --warmup/--samples, or --method quadrature (K ≤ 2)" if args.method == "nuts"
                 else "a larger grid is not available from the command line")
-        print(f"pyro-vae posterior: warning: {len(failed)} of {len(points)} reference posterior(s) FAILED their "
-              f"diagnostics (x={'; x='.join(failed)}); try {hint}", file=sys.stderr)
+        print(f"pyro-vae posterior: warning: {len(failed)} reference posterior(s) FAILED their diagnostics "
+              f"({'; '.join(failed)}); try {hint}", file=sys.stderr)
     return 0
 
 
-def _posterior_png(dataset, x, grid, nuts, guide) -> bytes:
-    """One panel per x: the true posterior (grid density and/or NUTS draws) and the guide's q."""
+def _write_idata(path: str, idata) -> None:
+    """``idata.to_netcdf`` to a temporary name in the same folder, then renamed into place."""
+    import os
+    from pathlib import Path
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        idata.to_netcdf(str(tmp))
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _posterior_png(dataset, x, model, guide, method, comparison) -> bytes:
+    """One panel per x: the true posterior, the learned model's (with a run) and the guide's q."""
     from pyro_vae.plots import figure_png_bytes, posterior_panel
 
-    method = "nuts" if nuts else "quadrature"
-    fig = posterior_panel(dataset, x, guide=guide, method=method, grid=grid, nuts=nuts or None)
+    grid, nuts = comparison.references["truth"]
+    fig = posterior_panel(dataset, x, model=model if model is not None and model.latent_dim <= 2 else None,
+                          guide=guide, method=method, grid=grid, nuts=nuts)
     return figure_png_bytes(fig)
 
 
@@ -177,11 +178,11 @@ def cmd_decompose(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub) -> None:
-    p = add_command(sub, "posterior", "true posteriors p(z|x) by NUTS or quadrature (and a run's q)")
+    p = add_command(sub, "posterior", "true posteriors p(z|x) by NUTS or quadrature (and a run's q beside its model's)")
     p.add_argument("dataset", help="an unsupervised data set (see `pyro-vae datasets`)")
     p.add_argument("--x", action="append", metavar="X1,...,XD",
                    help="an observation, e.g. 0.0,0.0 or -0.5,0.3 (repeatable)")
-    p.add_argument("--run", help="a run folder whose guide q(z|x) is compared with the truth")
+    p.add_argument("--run", help="a run folder: its guide's q(z|x) beside the learned model's posterior and the truth's")
     p.add_argument("--method", default="nuts", choices=("nuts", "quadrature"),
                    help="nuts, or quadrature on an adaptive grid (latent_dim ≤ 2)")
     p.add_argument("--chains", type=positive_int, default=4, help="NUTS chains from dispersed starting points")
@@ -189,7 +190,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--samples", type=positive_int, default=1000, help="NUTS draws kept per chain")
     p.add_argument("--seed", type=seed_int, default=0, help="seed of the chains")
     p.add_argument("--plot", help="write the panels to FILE.png (failed references hatched)")
-    p.add_argument("--json", action="store_true", help="print JSON (with ok and reasons per point)")
+    p.add_argument("--save-idata", metavar="FILE.nc", help="write the draws as ArviZ InferenceData (netCDF)")
+    p.add_argument("--json", action="store_true", help="print JSON (with ok and reasons per posterior)")
     p.set_defaults(func=cmd_posterior, flag_names=flags_of(p))
 
     p = add_command(sub, "decompose", "split −ELBO into data entropy, MLEO and PMO (Eq. 2 of 000)")

@@ -32,7 +32,7 @@ from pyro_vae.plots.common import (
     check_positive_int, check_range_pair, check_unbatched, colored_line, new_figure, to_numpy,
 )
 from pyro_vae.posterior.quadrature import latent_grid
-from pyro_vae.posterior.target import posterior_target
+from pyro_vae.posterior.target import likelihood_target
 
 __all__ = ["DensityImage", "density_image", "density_panel", "default_extent"]
 
@@ -116,7 +116,7 @@ def density_image(
     Parameters
     ----------
     source : Dataset, VAEModel or PosteriorTarget
-        Anything :func:`pyro_vae.posterior.target.posterior_target` accepts (K ≤ 2).
+        Anything :func:`pyro_vae.posterior.target.likelihood_target` accepts (K ≤ 2).
     extent : tuple
         ``(lo_1, hi_1, lo_2, hi_2)`` for two coordinates, ``(lo_1, hi_1)`` for one.
     grid_size : int
@@ -146,7 +146,7 @@ def density_image(
     ----------
     004 Figure 4 and Appendix I (true vs learned ``p_θ(x)``); 000 Figure 1C/D.
     """
-    target = posterior_target(source)
+    target = likelihood_target(source)
     k = target.latent_dim
     if k not in (1, 2):
         raise ValueError(f"latent_dim={k}: the density image integrates over a 1-D or 2-D latent space")
@@ -295,7 +295,7 @@ def density_panel(
         img = images[name]
         ax.imshow(img.density, origin="lower", extent=img.extent, cmap=cmap, vmin=0.0,
                   vmax=1.25 * max(float(img.density.max()), 1e-300), aspect="auto", interpolation="nearest")
-        target = posterior_target(src)
+        target = likelihood_target(src)
         zr = z_range or ((0.0, 1.0) if target.prior == "uniform" else (-3.0, 3.0))
         z, fx = _f_curve(target, zr, target.latent_dim)
         norm = Normalize(*zr)

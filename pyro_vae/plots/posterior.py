@@ -19,17 +19,43 @@ _TRUE, _LEARNED, _GUIDE, _NUTS = "k", "tab:blue", "tab:red", "tab:orange"
 _VISIBLE = 1e-4  # axis limits hold the grid density above this fraction of its peak
 
 
-def _guide_normal(guide, x: torch.Tensor, name: str = "guide") -> tuple[np.ndarray, np.ndarray]:
-    """``(loc, scale)`` of ``guide.distribution(x)`` as ``(N, K)`` NumPy arrays."""
-    if not hasattr(guide, "distribution"):
-        raise ValueError(f"{name} of type {type(guide).__name__}: expected a guide with .distribution(x)")
+def _guide_q(guide, x: torch.Tensor, name: str = "guide"):
+    """A guide's ``q(z | x)`` for the rows of ``x``: ``(loc, scale)`` NumPy arrays (N, K) for a diagonal
+    Normal, else the distribution itself (batch (N,), event (K,)), drawn from its density or draws."""
+    from pyro_vae.traces import diagonal_normal, guide_distribution
+
     check_unbatched(name, guide)
-    with torch.no_grad():
-        q = guide.distribution(x)
-    loc, scale = to_numpy(q.loc), to_numpy(q.scale)
-    if loc.ndim != 2 or loc.shape[0] != x.shape[0]:
-        raise ValueError(f"{name}.distribution(x) has batch shape {tuple(loc.shape)}: expected ({x.shape[0]}, K)")
+    try:
+        q = guide_distribution(guide, x)
+    except ValueError as err:
+        raise ValueError(f"{name}: {err}") from None
+    if q.batch_shape != (x.shape[0],):
+        raise ValueError(f"{name} gives q(z|x) of batch shape {tuple(q.batch_shape)}: expected ({x.shape[0]},)")
+    normal = diagonal_normal(q)
+    if normal is None:
+        return q
+    loc, scale = to_numpy(normal[0]), to_numpy(normal[1])
     return loc, np.broadcast_to(scale, loc.shape)
+
+
+def _guide_normal(guide, x: torch.Tensor, name: str = "guide") -> tuple[np.ndarray, np.ndarray]:
+    """``(loc, scale)`` (N, K) of a diagonal-Normal guide's q(z | x); any other q raises ValueError."""
+    q = _guide_q(guide, x, name)
+    if not isinstance(q, tuple):
+        raise ValueError(f"{name}'s q(z|x) is a {type(q).__name__}: expected a diagonal Normal")
+    return q
+
+
+def _q_dtype(q) -> torch.dtype:
+    for value in vars(q).values():
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            return value.dtype
+    base = getattr(q, "base_dist", None)
+    return _q_dtype(base) if base is not None else torch.get_default_dtype()
+
+
+def _q_latent_dim(q) -> int:
+    return q[0].shape[1] if isinstance(q, tuple) else q.event_shape[0]
 
 
 def _check_points(dataset, points) -> torch.Tensor:
@@ -72,8 +98,9 @@ def posterior_panel(
         The marked observations.
     model : VAEModel, optional
         An unbatched learned model with K ≤ 2.
-    guide : object with ``distribution(x)``, optional
-        An unbatched guide returning a Normal of batch shape (P, K).
+    guide : Pyro guide, optional
+        An unbatched guide; a diagonal-Normal q is drawn as its density (K = 1) or 1- and
+        2-sd ellipses (K = 2), any other q as its density (K = 1) or draws (K = 2).
     method : {"quadrature", "nuts"}
         How the true posterior is computed when ``grid`` / ``nuts`` are not given.
     nuts_kwargs : dict, optional
@@ -123,12 +150,12 @@ def posterior_panel(
         from pyro_vae.posterior.grid import grid_posterior
 
         learned = grid_posterior(model, points)
-    q = _guide_normal(guide, points) if guide is not None else None
+    q = _guide_q(guide, points) if guide is not None else None
     rows = [("true f", dataset.latent_dim, grid, nuts)]
     if model is not None:
         rows.append(("learned f", model.latent_dim, learned, None))
-    if q is not None and q[0].shape[1] != rows[-1][1]:
-        raise ValueError(f"guide has latent_dim {q[0].shape[1]}: expected {rows[-1][1]}, that of the "
+    if q is not None and _q_latent_dim(q) != rows[-1][1]:
+        raise ValueError(f"guide has latent_dim {_q_latent_dim(q)}: expected {rows[-1][1]}, that of the "
                          f"{'model' if model is not None else 'data set'}")
 
     n = points.shape[0]
@@ -174,12 +201,22 @@ def _draw_1d(ax, i, post, draws, q, colour, label) -> None:
         d = to_numpy(draws[i].flat()[:, 0])
         ax.hist(d, bins=60, density=True, alpha=0.4, color=_NUTS, label="NUTS draws")
         lo, hi = min(lo, d.min()), max(hi, d.max())
-    if q is not None:
+    if isinstance(q, tuple):
         m, s = float(q[0][i, 0]), float(q[1][i, 0])
         lo, hi = min(lo, m - 4 * s), max(hi, m + 4 * s)
         z = np.linspace(lo, hi, 400)
         ax.plot(z, np.exp(-0.5 * ((z - m) / s) ** 2) / (s * np.sqrt(2 * np.pi)), color=_GUIDE,
                 linestyle="--", label="q(z|x)")
+    elif q is not None:  # any family: its own density along z
+        if not np.isfinite(lo):
+            with torch.no_grad():
+                d = to_numpy(q.sample((2000,))[:, i, 0])
+            lo, hi = np.quantile(d, 0.005), np.quantile(d, 0.995)
+        z = np.linspace(lo, hi, 400)
+        zt = torch.as_tensor(z).reshape(-1, 1, 1).expand(-1, q.batch_shape[0], 1)
+        with torch.no_grad():
+            dens = to_numpy(q.log_prob(zt.to(_q_dtype(q)))[:, i].exp())
+        ax.plot(z, dens, color=_GUIDE, linestyle="--", label="q(z|x)")
     ax.set_xlim(lo, hi)
     ax.set_ylim(bottom=0)
     ax.set_xlabel("z")
@@ -201,7 +238,12 @@ def _draw_2d(ax, i, post, draws, q, colour, label) -> None:
         d = to_numpy(draws[i].flat())[:, :2]
         ax.scatter(d[:, 0], d[:, 1], s=2, alpha=0.3, color=_NUTS, label="NUTS draws")
         boxes.append((d.min(0), d.max(0)))
-    if q is not None:
+    if q is not None and not isinstance(q, tuple):  # any family: its draws
+        with torch.no_grad():
+            d = to_numpy(q.sample((500,))[:, i, :2])
+        ax.scatter(d[:, 0], d[:, 1], s=2, alpha=0.4, color=_GUIDE, label="q(z|x) draws")
+        boxes.append((np.quantile(d, 0.01, axis=0), np.quantile(d, 0.99, axis=0)))
+    elif q is not None:
         mu, s = q[0][i, :2], q[1][i, :2]
         t = np.linspace(0, 2 * np.pi, 200)
         for r, style in ((1, "-"), (2, "--")):
@@ -229,7 +271,7 @@ def aggregate_posterior_panel(guide, x: torch.Tensor, *, num_samples: int | None
     Parameters
     ----------
     guide : guide or dict of str to guide
-        Unbatched guide(s) with ``distribution(x)``; a dict gives one column per guide
+        Unbatched diagonal-Normal guide(s) (Pyro programs); a dict gives one column per guide
         (e.g. ``{"true (φ_GT)": ..., "learned": ...}`` for 000 Figure 1E/F).
     x : Tensor (N, D)
         The data whose encodings are pooled.

@@ -1,11 +1,13 @@
 """How far an approximate posterior is from the truth: grid KLs and sample distances.
 
-- :func:`grid_kl`: ``KL(q ‖ p)`` and ``KL(p ‖ q)`` per x between a diagonal-Gaussian guide
-  ``q(z | x)`` and the exact posterior of a :class:`~pyro_vae.posterior.grid.GridPosterior`
-  (K ≤ 2). ``KL(p ‖ q)`` integrates on the posterior's own grid (which holds its mass);
-  ``KL(q ‖ p)`` integrates on a grid over q's mass (``loc ± width · scale``), where
-  ``log p(z | x) = log p(x | z) + log p(z) − log p(x)`` is evaluated exactly. The mean over
-  x of ``KL(q ‖ p)`` is the posterior matching objective (000 Eq. 2, 004 Eq. 3).
+- :func:`grid_kl`: ``KL(q ‖ p)`` and ``KL(p ‖ q)`` per x between a guide ``q(z | x)`` and the
+  exact posterior of a :class:`~pyro_vae.posterior.grid.GridPosterior` (K ≤ 2) of any model.
+  ``KL(p ‖ q)`` integrates on the posterior's own grid (which holds its mass) with q's density;
+  for a diagonal-Gaussian q, ``KL(q ‖ p)`` integrates on a grid over q's mass
+  (``loc ± width · scale``), where ``log p(z | x) = log p(x, z) − log p(x)`` is evaluated
+  exactly; for any other q it is a Monte Carlo estimate from q's draws, with its standard error
+  (``method`` says which). The mean over x of ``KL(q ‖ p)`` is the posterior matching
+  objective (000 Eq. 2, 004 Eq. 3).
 - :func:`kl_monte_carlo`: ``KL(q ‖ p)`` per x from draws of any guide, given ``log p(x)``.
 - :func:`nuts_vs_grid`, :func:`guide_vs_samples`: mean and variance errors with their
   standard errors, the 1-Wasserstein distance (K = 1, via SciPy) and the energy distance
@@ -44,29 +46,34 @@ class GridKL(NamedTuple):
     """Per-x divergences between a guide and the grid posterior (nats).
 
     ``kl_qp`` is ``KL(q ‖ p)`` (the ELBO's gap, infinite where q puts mass outside the
-    prior's support), ``kl_pq`` is ``KL(p ‖ q)``; each (N,).
+    prior's support), ``kl_pq`` is ``KL(p ‖ q)``; each (N,). ``kl_qp_se`` is the Monte Carlo
+    standard error of ``kl_qp`` (zeros when it was integrated on a grid) and ``method`` says how
+    ``kl_qp`` was computed: ``"grid"`` (a diagonal-Normal q, integrated over q's own grid) or
+    ``"monte_carlo"`` (any other q, from its draws and density). ``kl_pq`` is always
+    integrated on the posterior's grid with q's density.
     """
 
     kl_qp: torch.Tensor
     kl_pq: torch.Tensor
+    kl_qp_se: torch.Tensor | None = None
+    method: str = "grid"
 
 
 def guide_normal(q, x: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(loc, scale)`` (N, K), float64, of a diagonal-Gaussian guide or distribution.
 
-    ``q`` is a guide with a ``distribution(x)`` method (e.g.
-    :class:`guides.mean_field.MeanFieldGuide`), a :class:`torch.distributions.Normal` of batch
-    shape (N, K), or its ``Independent`` version.
+    ``q`` is a Pyro guide (traced on ``x``), a :class:`torch.distributions.Normal` of batch
+    shape (N, K), or its ``Independent`` version. Any other family raises ValueError.
     """
-    if hasattr(q, "distribution"):
-        if x is None:
-            raise ValueError("x=None: a guide needs the observations to give q(z | x)")
-        with torch.no_grad():
-            q = q.distribution(x)
-    base = q.base_dist if isinstance(q, torch.distributions.Independent) else q
-    if not isinstance(base, torch.distributions.Normal):
-        raise ValueError(f"q of type {type(base).__name__}: expected a diagonal Normal (use kl_monte_carlo)")
-    loc, scale = base.loc.detach().double(), base.scale.detach().double()
+    from pyro_vae.traces import diagonal_normal, guide_distribution
+
+    if not isinstance(q, torch.distributions.Distribution) and x is None:
+        raise ValueError("x=None: a guide needs the observations to give q(z | x)")
+    fn = guide_distribution(q, x)
+    normal = diagonal_normal(fn)
+    if normal is None:
+        raise ValueError(f"q of type {type(fn).__name__}: expected a diagonal Normal (use kl_monte_carlo)")
+    loc, scale = normal[0].detach().double(), normal[1].detach().double()
     if loc.dim() != 2:
         raise ValueError(f"q of batch shape {tuple(loc.shape)}: expected (N, K); select one restart first")
     return loc, scale
@@ -87,16 +94,21 @@ def grid_kl(
     num_points: int | None = None,
     width: float = 10.0,
     chunk_size: int = 64,
+    num_samples: int = 4000,
+    seed: int = 0,
 ) -> GridKL:
-    """``KL(q ‖ p)`` and ``KL(p ‖ q)`` per x between a diagonal-Gaussian guide and the truth.
+    """``KL(q ‖ p)`` and ``KL(p ‖ q)`` per x between a guide and the grid posterior of a model.
 
     Parameters
     ----------
-    source : Dataset, VAEModel or PosteriorTarget
+    source : Dataset, VAEModel, Pyro model or target
         The model whose posterior ``post`` is (the same one given to
         :func:`~pyro_vae.posterior.grid.grid_posterior`).
-    q : guide or Normal
-        ``q(z | x)`` for the rows of ``x`` (see :func:`guide_normal`).
+    q : guide or distribution
+        ``q(z | x)`` for the rows of ``x``: a Pyro guide or a distribution of batch (N,) and
+        event (K,). A diagonal Normal is integrated on grids; any other family gives
+        ``KL(q ‖ p)`` by Monte Carlo (``num_samples`` draws, ``seed``) and ``KL(p ‖ q)`` on the
+        posterior's grid with q's density.
     post : GridPosterior
         ``grid_posterior(source, x)`` with ``keep_density=True``.
     x : Tensor (N, D)
@@ -113,7 +125,13 @@ def grid_kl(
     ----------
     000 Eq. 2 and 004 Eq. 3: the posterior matching objective is ``E_p(x)[KL(q ‖ p_θ(z|x))]``.
     """
-    target = posterior_target(source)
+    from pyro_vae.traces import diagonal_normal, guide_distribution
+
+    target = posterior_target(source, obs_dim=x.shape[-1])
+    if not isinstance(q, torch.distributions.Distribution) or diagonal_normal(q) is None:
+        fn = guide_distribution(q, x)
+        if diagonal_normal(fn) is None:
+            return _grid_kl_any(target, fn, post, x, num_samples=num_samples, seed=seed)
     loc, scale = guide_normal(q, x)
     n, k = loc.shape
     if post.log_density is None:
@@ -145,7 +163,36 @@ def grid_kl(
         log_p = lj - post.log_marginal[rows, None]
         integrand = torch.where(wq > 0, wq * (log_q - log_p), torch.zeros_like(wq))
         kl_qp.append(integrand.sum(-1))
-    return GridKL(torch.cat(kl_qp), torch.cat(kl_pq))
+    kl_qp = torch.cat(kl_qp)
+    return GridKL(kl_qp, torch.cat(kl_pq), torch.zeros_like(kl_qp), "grid")
+
+
+def _grid_kl_any(target, q, post: GridPosterior, x: torch.Tensor, *, num_samples: int, seed: int) -> GridKL:
+    """KL(q ‖ p) by Monte Carlo and KL(p ‖ q) on p's grid, for any q of batch (N,), event (K,)."""
+    n = x.shape[0]
+    if post.log_density is None:
+        raise ValueError("post was made with keep_density=False: KL needs the density")
+    if post.axes.shape[0] != n or q.batch_shape != (n,):
+        raise ValueError(f"q has batch {tuple(q.batch_shape)}, post {post.axes.shape[0]} rows and x {n}: expected the same x")
+    pts = post.points().transpose(0, 1)  # (G, N, K)
+    log_q = []
+    with torch.no_grad():
+        for chunk in torch.split(pts, max(1, _CHUNK_POINTS // max(1, n))):
+            log_q.append(q.log_prob(chunk.to(_dtype_of(q))).double().cpu())
+    log_q = torch.cat(log_q).T.to(post.log_density.device)  # (N, G)
+    w = post.log_weights().exp()
+    integrand = torch.where(w > 0, w * (post.log_density - log_q), torch.zeros_like(w))
+    kl_pq = integrand.sum(-1)
+    kl_qp, se = kl_monte_carlo(target, q, x, post.log_marginal, num_samples=num_samples, seed=seed)
+    return GridKL(kl_qp, kl_pq, se, "monte_carlo")
+
+
+def _dtype_of(q) -> torch.dtype:
+    for value in (getattr(q, "loc", None), getattr(q, "mean", None)):
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            return value.dtype
+    base = getattr(q, "base_dist", None)
+    return _dtype_of(base) if base is not None else torch.get_default_dtype()
 
 
 def kl_monte_carlo(
@@ -159,25 +206,19 @@ def kl_monte_carlo(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``KL(q ‖ p(z | x))`` per x by Monte Carlo from q, and its standard error, each (N,).
 
-    ``KL = E_q[log q(z) − log p(x, z)] + log p(x)``: exact in expectation for any guide
-    that can be sampled and scored (``q`` a guide with ``distribution(x)`` or a distribution
-    of batch (N,) and event (K,), or a diagonal Normal of batch (N, K)).
+    ``KL = E_q[log q(z) − log p(x, z)] + log p(x)``: exact in expectation for any guide that
+    can be sampled and scored — a Pyro guide (traced on ``x``), a distribution of batch (N,)
+    and event (K,), or a diagonal Normal of batch (N, K). ``log p(x, z)`` is the model's, through
+    its Pyro trace. Draws are seeded on a forked stream.
     """
-    target = posterior_target(source)
-    if hasattr(q, "distribution"):
-        with torch.no_grad():
-            q = q.distribution(x)
-    if isinstance(q, torch.distributions.Normal):
-        q = dist.Normal(q.loc, q.scale).to_event(1)
-    gen_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        with torch.no_grad():
-            z = q.sample((num_samples,))  # (S, N, K)
-            diff = q.log_prob(z).double() - target.log_joint(x.detach().double(), z)
-    finally:
-        torch.random.set_rng_state(gen_state)
-    kl = diff.mean(0) + log_marginal.double()
+    from pyro_vae.traces import guide_distribution, seeded
+
+    target = posterior_target(source, obs_dim=x.shape[-1])
+    fn = guide_distribution(q, x)
+    with seeded(seed, x.device), torch.no_grad():
+        z = fn.sample((num_samples,))  # (S, N, K)
+        diff = fn.log_prob(z).double() - target.log_joint(x.detach().double(), z)
+    kl = diff.mean(0) + log_marginal.double().to(diff.device)
     se = diff.std(0) / math.sqrt(num_samples)
     return kl, se
 
@@ -278,32 +319,42 @@ def guide_vs_samples(
     num_samples: int = 4000,
     seed: int = 0,
 ) -> SampleComparison:
-    """A diagonal-Gaussian ``q(z | x)`` for one x against reference draws (e.g. NUTS, ``result.flat()``).
+    """A guide's ``q(z | x)`` for one x against reference draws (e.g. NUTS, ``result.flat()``).
 
-    ``q`` is a guide (with ``x`` of shape (1, D)) or a Normal of batch (1, K) or (K,). Errors
-    are q's exact moments minus the draws'; their standard errors come from ``mcse_mean`` and
-    ``mcse_sd`` (e.g. ``result.diagnostics``) or, if omitted, from treating the draws as
-    independent. Distances use ``num_samples`` draws from q.
+    ``q`` is a Pyro guide (with ``x`` of shape (1, D)) or a distribution of batch (1,) and event
+    (K,) (or a Normal of batch (1, K) or (K,)). A diagonal Normal's moments are exact; any
+    other q's come from ``num_samples`` of its draws, whose Monte Carlo error is added to the
+    standard errors. The reference's errors come from ``mcse_mean`` and ``mcse_sd`` (e.g.
+    ``result.diagnostics``) or, if omitted, from treating the draws as independent. Distances
+    use ``num_samples`` draws from q.
     """
-    if hasattr(q, "distribution"):
-        loc, scale = guide_normal(q, x)
+    from pyro_vae.traces import diagonal_normal, guide_distribution, seeded
+
+    if isinstance(q, torch.distributions.Distribution):
+        fn = q if q.event_dim else q.to_event(1)
+        if fn.batch_shape == torch.Size():
+            fn = fn.expand(torch.Size([1]))
     else:
-        base = q.base_dist if isinstance(q, torch.distributions.Independent) else q
-        if not isinstance(base, torch.distributions.Normal):
-            raise ValueError(f"q of type {type(base).__name__}: expected a diagonal Normal")
-        loc, scale = base.loc.detach().double().reshape(1, -1), base.scale.detach().double().reshape(1, -1)
-    if loc.shape[0] != 1:
-        raise ValueError(f"q gives {loc.shape[0]} posteriors: expected one x")
-    loc, scale = loc[0], scale[0]
-    ref = torch.as_tensor(samples).double().reshape(-1, loc.shape[0])
+        fn = guide_distribution(q, x)
+    if fn.batch_shape != torch.Size([1]):
+        raise ValueError(f"q gives {tuple(fn.batch_shape)} posteriors: expected one x")
+    k = fn.event_shape[0]
+    ref = torch.as_tensor(samples).double().reshape(-1, k)
     n = ref.shape[0]
     ref_mean, ref_var = ref.mean(0), ref.var(0)
     mean_se = torch.as_tensor(mcse_mean, dtype=torch.float64) if mcse_mean is not None else ref_var.sqrt() / math.sqrt(n)
     sd_se = torch.as_tensor(mcse_sd, dtype=torch.float64) if mcse_sd is not None else ref_var.sqrt() / math.sqrt(2 * (n - 1))
-    gen = torch.Generator().manual_seed(seed)
-    draws = loc + scale * torch.randn(num_samples, loc.shape[0], generator=gen, dtype=torch.float64)
-    w1 = wasserstein_1d(draws.numpy(), ref.numpy()) if loc.shape[0] == 1 else None
-    return SampleComparison(
-        loc - ref_mean, scale**2 - ref_var, mean_se, 2 * ref_var.sqrt() * sd_se, w1,
-        energy_distance(draws.numpy(), ref.numpy()),
-    )
+    var_se = 2 * ref_var.sqrt() * sd_se
+    normal = diagonal_normal(fn)
+    with seeded(seed), torch.no_grad():
+        draws = fn.sample((num_samples,)).reshape(num_samples, k).double().cpu()
+    if normal is not None:
+        q_mean, q_var = normal[0].detach().double().reshape(k).cpu(), normal[1].detach().double().reshape(k).cpu() ** 2
+    else:
+        q_mean, q_var = draws.mean(0), draws.var(0)
+        centred = draws - q_mean
+        m4 = (centred**4).mean(0)
+        mean_se = (mean_se**2 + q_var / num_samples).sqrt()
+        var_se = (var_se**2 + (m4 - q_var**2).clamp_min(0) / num_samples).sqrt()
+    w1 = wasserstein_1d(draws.numpy(), ref.numpy()) if k == 1 else None
+    return SampleComparison(q_mean - ref_mean, q_var - ref_var, mean_se, var_se, w1, energy_distance(draws.numpy(), ref.numpy()))

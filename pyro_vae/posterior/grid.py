@@ -34,7 +34,7 @@ from typing import NamedTuple
 import torch
 
 from pyro_vae.posterior.quadrature import latent_grid
-from pyro_vae.posterior.target import PosteriorTarget, posterior_target
+from pyro_vae.posterior.target import posterior_target
 
 __all__ = ["GridPosterior", "grid_posterior", "grid_points", "trapezoid_log_cells", "sample_grid_posterior"]
 
@@ -122,16 +122,30 @@ def _mask_extent(keep: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor
     return torch.stack(firsts, -1), torch.stack(lasts, -1)
 
 
-def _log_joint_grid(target: PosteriorTarget, x: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+def _score(fn, x: torch.Tensor) -> torch.Tensor:
+    """``log p(x_i | z_i)`` row by row, float64; a Normal's density is computed in float64 from its loc and scale."""
+    from pyro_vae.traces import diagonal_normal
+
+    normal = diagonal_normal(fn)
+    if normal is not None:
+        loc, scale = normal[0].to(torch.float64), normal[1].to(torch.float64)
+        u = (x.to(loc) - loc) / scale
+        return (-0.5 * u**2 - scale.log() - 0.5 * math.log(2 * math.pi)).sum(-1)
+    return fn.log_prob(x.to(_fn_dtype(fn))).to(torch.float64)
+
+
+def _log_joint_grid(target, x: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     """``log p(x_n, z_ng)`` for per-x points ``(n, G, K)``; returns ``(n, G)``."""
     n, g, k = points.shape
     flat = points.reshape(-1, k)
-    with torch.no_grad():
-        loc = torch.cat([target.f(c.to(target.dtype)).to(torch.float64) for c in torch.split(flat, _F_CHUNK)])
-    loc = loc.reshape(n, g, -1)
-    var = target.noise_var.to(loc)
-    ll = -0.5 * ((((x[:, None, :] - loc) ** 2) / var).sum(-1) + var.log().sum() + var.numel() * math.log(2 * math.pi))
-    return (ll + target.log_prior(points)).nan_to_num(nan=-math.inf, posinf=-math.inf)
+    rows = x[:, None, :].expand(n, g, x.shape[-1]).reshape(-1, x.shape[-1])
+    parts = []
+    for start in range(0, n * g, _F_CHUNK):
+        sl = slice(start, start + _F_CHUNK)
+        fn, log_prior = target.observation(flat[sl])
+        parts.append(_score(fn, rows[sl].to(log_prior.device)).to(x.device) + log_prior.to(x.device))
+    lj = torch.cat(parts).reshape(n, g)
+    return lj.nan_to_num(nan=-math.inf, posinf=-math.inf)
 
 
 def _coarse_boxes(target, x, coarse_points, mass_tol, bound, max_bound) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,24 +165,50 @@ def _coarse_boxes(target, x, coarse_points, mass_tol, bound, max_bound) -> tuple
     return lo, hi
 
 
+def _coarse_terms(target, grid: torch.Tensor):
+    """The observation model at the coarse grid points: Normal ``(loc, var)`` (G, D) float64, or the
+    distributions per chunk; and ``log p(z_g)`` (G,)."""
+    from pyro_vae.traces import diagonal_normal
+
+    fns, priors, locs, variances = [], [], [], []
+    for chunk in torch.split(grid, _F_CHUNK):
+        fn, lp = target.observation(chunk)
+        fns.append(fn)
+        priors.append(lp.to(grid.device))
+        normal = diagonal_normal(fn)
+        if normal is not None:
+            locs.append(normal[0].to(grid))
+            variances.append(normal[1].to(grid) ** 2)
+    log_prior = torch.cat(priors)
+    if len(locs) == len(fns):
+        return (torch.cat(locs), torch.cat(variances)), None, log_prior
+    return None, fns, log_prior
+
+
 def _coarse_pass(target, x, coarse_points, mass_tol, bound) -> tuple[torch.Tensor, torch.Tensor]:
     k = target.latent_dim
-    grid, log_w = latent_grid(k, coarse_points, target.prior, bound, device=x.device, dtype=torch.float64)
+    grid, _ = latent_grid(k, coarse_points, target.prior, bound, device=x.device, dtype=torch.float64)
     axis = grid[:coarse_points, -1] if k == 2 else grid[:, 0]
     step = float(axis[1] - axis[0])
-    with torch.no_grad():
-        loc = torch.cat([target.f(c.to(target.dtype)).to(torch.float64) for c in torch.split(grid, _F_CHUNK)])
-    var = target.noise_var.to(loc)
-    const = -0.5 * (var.log().sum() + var.numel() * math.log(2 * math.pi))
+    normal, fns, log_prior = _coarse_terms(target, grid)
+    log_w = log_prior + k * math.log(step)
     support_lo, support_hi = (-bound, bound) if target.prior == "normal" else (0.0, 1.0)
     threshold = math.log(mass_tol) - math.log(grid.shape[0])
-    loc_sq = (loc**2 / var).sum(-1)[None]
+    if normal is not None:
+        loc, var = normal
+        const = -0.5 * (var.log().sum(-1) + var.shape[-1] * math.log(2 * math.pi))  # (G,)
+        loc_sq = (loc**2 / var).sum(-1)[None]
+        inv_var, loc_over_var = (1.0 / var).T.contiguous(), (loc / var).T.contiguous()
     rows = max(1, _CHUNK_ELEMENTS // grid.shape[0])
     los, his = [], []
     for chunk in torch.split(x, rows):
-        # Σ_d (x_d − loc_d)² / v_d expanded into a matrix product (coarse boxes need no more accuracy)
-        sq = torch.addmm(loc_sq, chunk / var, loc.T, alpha=-2).add_((chunk**2 / var).sum(-1, keepdim=True))
-        lj = sq.clamp_min_(0).mul_(-0.5).add_(log_w + const)  # (n, G)
+        if normal is not None:
+            # Σ_d (x_d − loc_gd)² / v_gd expanded into matrix products (coarse boxes need no more accuracy)
+            sq = torch.addmm(loc_sq, chunk, loc_over_var, alpha=-2).add_((chunk**2) @ inv_var)
+            lj = sq.clamp_min_(0).mul_(-0.5).add_(log_w + const)  # (n, G)
+        else:
+            lj = torch.cat([fn.log_prob(chunk[:, None, :].to(_fn_dtype(fn))).to(torch.float64) for fn in fns], -1)
+            lj = lj + log_w
         lj = lj.nan_to_num(nan=-math.inf, posinf=-math.inf)  # a decoder's poles or overflow
         # mass_g / total ≤ exp(lj_g − max lj): keeping lj_g − max > threshold keeps a superset of the
         # cells with mass > mass_tol / G (and at least the maximum)
@@ -178,12 +218,23 @@ def _coarse_pass(target, x, coarse_points, mass_tol, bound) -> tuple[torch.Tenso
     return torch.cat(los), torch.cat(his)
 
 
-def _check_args(target: PosteriorTarget, x: torch.Tensor) -> torch.Tensor:
+def _fn_dtype(fn) -> torch.dtype:
+    for value in vars(fn).values():
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            return value.dtype
+    base = getattr(fn, "base_dist", None)
+    return _fn_dtype(base) if base is not None else torch.get_default_dtype()
+
+
+def _check_args(target, x: torch.Tensor) -> torch.Tensor:
     if target.latent_dim not in (1, 2):
         raise ValueError(f"latent_dim={target.latent_dim}: the grid posterior needs a 1-D or 2-D latent space")
-    if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[1] != target.noise_var.numel():
+    if target.prior not in ("normal", "uniform"):
+        raise ValueError(f"the latent site's support is neither the real line nor the unit interval: the grid "
+                         f"covers those two only (use NUTS)")
+    if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[1] != target.obs_dim:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"x of shape {shape}: expected (N, {target.noise_var.numel()})")
+        raise ValueError(f"x of shape {shape}: expected (N, {target.obs_dim})")
     return x.detach().to(torch.float64)
 
 
@@ -210,8 +261,9 @@ def grid_posterior(
 
     Parameters
     ----------
-    source : Dataset, VAEModel or PosteriorTarget
-        The ground truth of a data set, or an unbatched (trained) model; see
+    source : Dataset, VAEModel, Pyro model or target
+        The ground truth of a data set, an unbatched (trained) model, or any Pyro model
+        ``model(x)`` with one latent site and an observed site ``"x"``; see
         :func:`pyro_vae.posterior.target.posterior_target`.
     x : Tensor (N, D)
     num_points, max_points : int
@@ -242,7 +294,7 @@ def grid_posterior(
     ----------
     004 Figure 10c (posteriors under the true f); 000 Eq. 2 and 004 Eq. 3 (the PMO).
     """
-    target = posterior_target(source)
+    target = posterior_target(source, obs_dim=x.shape[-1] if isinstance(x, torch.Tensor) and x.dim() == 2 else None)
     x64 = _check_args(target, x)
     k = target.latent_dim
     num_points = num_points or (513 if k == 1 else 65)

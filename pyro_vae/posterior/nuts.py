@@ -1,8 +1,10 @@
 """Reference posteriors ``p_θ(z | x)`` by NUTS, with diagnostics that decide whether to trust them.
 
-For one observation ``x`` the potential energy is ``U(u) = −[log p(x | z) + log p(z) + log |dz/du|]``
-in an unconstrained coordinate ``u`` (``z = u`` under the N(0, I) prior, ``z = sigmoid(u)``
-under U(0, 1)^K). Each of ``num_chains`` chains is its own :class:`pyro.infer.MCMC` run with
+For one observation ``x`` the potential energy is ``U(u) = −[log p(x, z) + log |dz/du|]`` in the
+unconstrained coordinate ``u``, ``z = biject_to(support)(u)`` (``z = u`` under an N(0, I) prior,
+``z = sigmoid(u)`` under U(0, 1)^K), with ``log p(x, z)`` from a Pyro trace of the model
+conditioned on ``x`` and ``z`` (:class:`~pyro_vae.posterior.target.ModelTarget`): the same code
+serves a data set's truth, a learned model and a user's model. Each of ``num_chains`` chains is its own :class:`pyro.infer.MCMC` run with
 :class:`pyro.infer.NUTS` (Hoffman & Gelman 2014), started from a different point spread over
 the prior (quantiles ``0.01 … 0.99``; scrambled Sobol points for K ≥ 2) and seeded from its
 own stream, so the chains run one after another and give the same draws on every machine,
@@ -33,7 +35,7 @@ import torch
 from pyro.infer import MCMC, NUTS
 
 from pyro_vae import checks
-from pyro_vae.posterior.target import PosteriorTarget, posterior_target
+from pyro_vae.posterior.target import posterior_target
 from pyro_vae.provenance import provenance_record, utc_now
 
 __all__ = ["NUTSResult", "dispersed_initial_points", "nuts_posterior", "nuts_posteriors", "check_diagnostics",
@@ -81,12 +83,8 @@ def _arviz():
     return arviz
 
 
-def dispersed_initial_points(num_chains: int, latent_dim: int, prior: str = "normal", seed: int = 0) -> torch.Tensor:
-    """Starting points ``(num_chains, K)`` spread over the prior: quantiles in [0.01, 0.99].
-
-    K = 1: evenly spaced quantiles from 0.01 to 0.99. K ≥ 2: a scrambled Sobol sequence
-    (seeded) mapped to the same range, per dimension, through the prior's quantile function.
-    """
+def _dispersed_quantiles(num_chains: int, latent_dim: int, seed: int = 0) -> torch.Tensor:
+    """Quantiles ``(num_chains, K)`` in [0.01, 0.99]: evenly spaced (K = 1) or scrambled Sobol (K ≥ 2)."""
     if latent_dim == 1:
         p = torch.linspace(0.0, 1.0, num_chains, dtype=torch.float64)[:, None] if num_chains > 1 else torch.full(
             (1, 1), 0.5, dtype=torch.float64
@@ -94,33 +92,31 @@ def dispersed_initial_points(num_chains: int, latent_dim: int, prior: str = "nor
     else:
         engine = torch.quasirandom.SobolEngine(latent_dim, scramble=True, seed=seed)
         p = engine.draw(num_chains, dtype=torch.float64)
-    p = 0.01 + 0.98 * p
+    return 0.01 + 0.98 * p
+
+
+def dispersed_initial_points(num_chains: int, latent_dim: int, prior: str = "normal", seed: int = 0) -> torch.Tensor:
+    """Starting points ``(num_chains, K)`` spread over the prior: quantiles in [0.01, 0.99].
+
+    K = 1: evenly spaced quantiles from 0.01 to 0.99. K ≥ 2: a scrambled Sobol sequence
+    (seeded) mapped to the same range, per dimension, through the prior's quantile function
+    (``"normal"``: N(0, 1); ``"uniform"``: U(0, 1)). A model's own prior is used by
+    :func:`nuts_posterior` (``target.initial_points``).
+    """
+    p = _dispersed_quantiles(num_chains, latent_dim, seed)
     if prior == "uniform":
         return p
     return math.sqrt(2.0) * torch.special.erfinv(2 * p - 1)
 
 
-def _to_unconstrained(z: torch.Tensor, prior: str) -> torch.Tensor:
-    return torch.logit(z) if prior == "uniform" else z
-
-
-def _from_unconstrained(u: torch.Tensor, prior: str) -> torch.Tensor:
-    return torch.sigmoid(u) if prior == "uniform" else u
-
-
-def _potential(target: PosteriorTarget, x: torch.Tensor):
-    logsig = torch.nn.functional.logsigmoid
+def _potential(target, x: torch.Tensor):
+    transform = target.transform
 
     def potential(params: dict) -> torch.Tensor:
         u = params["u"]
-        if target.prior == "uniform":
-            z = torch.sigmoid(u)
-            log_jac = (logsig(u) + logsig(-u)).sum(-1).to(torch.float64)
-            log_prior = 0.0
-        else:
-            z, log_jac = u, 0.0
-            log_prior = target.log_prior(u.to(torch.float64))
-        return -(target.log_likelihood(x, z) + log_prior + log_jac)
+        z = transform(u)
+        log_jac = transform.log_abs_det_jacobian(u, z).to(torch.float64)
+        return -(target.log_joint(x, z) + log_jac)
 
     return potential
 
@@ -202,9 +198,11 @@ def nuts_posterior(
 
     Parameters
     ----------
-    source : Dataset, VAEModel or PosteriorTarget
-        The ground truth of a data set or an unbatched model (see
-        :func:`pyro_vae.posterior.target.posterior_target`).
+    source : Dataset, VAEModel, Pyro model or target
+        The ground truth of a data set, an unbatched learned model, or any Pyro model
+        ``model(x)`` with one latent site and an observed site ``"x"`` (see
+        :func:`pyro_vae.posterior.target.posterior_target`): the potential is the negative
+        log joint of the model conditioned on ``x``, through Pyro traces.
     x : Tensor (D,) or (1, D)
         One observation.
     num_chains, num_warmup, num_samples : int
@@ -229,11 +227,11 @@ def nuts_posterior(
     Hoffman & Gelman (2014), the No-U-Turn Sampler; Vehtari et al. (2021) for R-hat and ESS;
     004 Figure 10c for the posteriors of the Figure-8 example that NUTS is checked against.
     """
-    target = posterior_target(source)
     x = torch.as_tensor(x)
     if x.dim() == 2 and x.shape[0] == 1:
         x = x[0]
-    d, k = target.noise_var.numel(), target.latent_dim
+    target = posterior_target(source, obs_dim=x.shape[-1] if x.dim() >= 1 else None)
+    d, k = target.obs_dim, target.latent_dim
     if x.dim() != 1 or x.shape[0] != d:
         raise ValueError(f"x of shape {tuple(x.shape)}: expected one observation of shape ({d},)")
     x = checks.data_tensor("x", x.reshape(1, d), dtype=torch.float64)[0]
@@ -245,7 +243,7 @@ def nuts_posterior(
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed={seed!r}: expected a non-negative integer")
     if initial_points is None:
-        initial_points = dispersed_initial_points(num_chains, k, target.prior, seed)
+        initial_points = target.initial_points(_dispersed_quantiles(num_chains, k, seed))
     initial_points = torch.as_tensor(initial_points, dtype=torch.float64)
     if initial_points.shape != (num_chains, k):
         raise ValueError(f"initial_points of shape {tuple(initial_points.shape)}: expected ({num_chains}, {k})")
@@ -258,7 +256,7 @@ def nuts_posterior(
     seeds = _chain_seeds(seed, num_chains)
     draws, diverging, acceptance = [], [], []
     for chain, chain_seed in enumerate(seeds):
-        u0 = _to_unconstrained(initial_points[chain], target.prior).to(x.device)
+        u0 = target.transform.inv(initial_points[chain].to(x.device))
         kernel = NUTS(
             potential_fn=potential, target_accept_prob=target_accept_prob, max_tree_depth=max_tree_depth,
             jit_compile=jit_compile, ignore_jit_warnings=True,
@@ -272,7 +270,8 @@ def nuts_posterior(
             warnings.simplefilter("ignore", UserWarning)  # Pyro's notes on jit and CPU count
             mcmc.run()
         u = mcmc.get_samples()["u"].detach().to(device="cpu", dtype=torch.float64).reshape(num_samples, k)
-        draws.append(_from_unconstrained(u, target.prior))
+        with torch.no_grad():
+            draws.append(target.transform(u).to(torch.float64))
         diag = mcmc.diagnostics()
         flags = np.zeros(num_samples, dtype=bool)
         flags[np.asarray(diag["divergences"]["chain 0"], dtype=int)] = True

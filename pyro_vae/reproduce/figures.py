@@ -59,6 +59,7 @@ def _m2_figures(experiment, folder: Path, quick: bool, overrides: dict | None) -
 def experiment_figures(experiment, folder: str | Path, *, quick: bool = False, overrides: dict | None = None) -> list[Path]:
     """Write the panels of ``experiment`` under ``folder/figures``; returns the paths written."""
     from pyro_vae.pipeline import load_trained
+    from pyro_vae.traces import diagonal_normal, guide_distribution
 
     folder = Path(folder)
     if experiment.kind == "m2":
@@ -91,9 +92,9 @@ def experiment_figures(experiment, folder: str | Path, *, quick: bool = False, o
                 fig = posterior_panel(ds, x, model=model, guide=guide)
                 written.append(save_png(fig, folder / "figures" / f"{dataset_name}_posteriors_{_slug(col)}.png"))
         x_test = ds.splits(0).test.x
-        guides = {
-            col: guide for col, (_, _, guide) in trained.items()
-            if hasattr(guide, "distribution") and getattr(guide, "latent_dim", 1) <= 2
+        guides = {  # the aggregate posterior panel pools Gaussian encoders
+            col: guide for col, (_, model, guide) in trained.items()
+            if model.latent_dim <= 2 and diagonal_normal(guide_distribution(guide, x_test[:2])) is not None
         }
         if guides:
             fig = aggregate_posterior_panel(guides, x_test)

@@ -2,7 +2,7 @@
 
 Commands: ``datasets``, ``sample`` (:mod:`.data`); ``train``, ``evaluate``, ``methods``, ``demo``
 (:mod:`.train`); ``train-m2`` (:mod:`.m2`); ``posterior``, ``decompose`` (:mod:`.truth`);
-``experiments``, ``reproduce``, ``report`` (:mod:`.reproduce`); ``runs`` (:mod:`.runs`).
+``experiments``, ``reproduce``, ``report`` (:mod:`.reproduce`); ``runs`` (:mod:`.runs`); ``guides`` (:mod:`.train`).
 
 Exit codes: 0 done; 2 bad input (one line on stderr naming the flag, the value and what is
 allowed, before anything is written); 1 training failed (e.g. NaN; the run is marked failed);

@@ -158,6 +158,20 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_guides(args: argparse.Namespace) -> int:
+    from guides.registry import ENTRY_POINT_GROUP, guide_names
+
+    rows = [{"name": n, "import_path": path} for n, path in guide_names().items()]
+    if args.json:
+        print_json(rows)
+        return 0
+    for r in rows:
+        print(f"{r['name']:<12s} {r['import_path']}")
+    print(f"(or any 'package.module:ClassOrFactory'; installed packages add names in the entry point group "
+          f"{ENTRY_POINT_GROUP!r}; see guides/README.md)")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """MFG-VAE and IWAE (S=20) on Figure-8: test log-likelihoods beside the true model's."""
     from pyro_vae import checks
@@ -216,7 +230,9 @@ def add_parsers(sub) -> None:
                    help="observation noise σ²: fixed at the data set's, learned per dimension, or posthoc "
                         "(Eq. 9 of 004 after training)")
     p.add_argument("--latent-dim", type=positive_int, default=None, help="K of the model (default: the data set's)")
-    p.add_argument("--guide", default="mean_field", help="the variational family: mean_field or flow")
+    p.add_argument("--guide", default="mean_field",
+                   help="the variational family: mean_field, flow, an installed name (see `pyro-vae guides`) or "
+                        "package.module:ClassOrFactory (guides/README.md)")
     p.add_argument("--init", default="random", choices=("random", "gt", "mixed"),
                    help="gt: every restart at the truth; mixed: half at the truth (004 App. D)")
     p.add_argument("--eval-samples", type=positive_int, default=5000, help="importance samples per test point")
@@ -237,6 +253,10 @@ def add_parsers(sub) -> None:
     p = add_command(sub, "methods", "list the inference methods, their flags and options")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_methods)
+
+    p = add_command(sub, "guides", "list the guides --guide accepts by name (built-ins and installed)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_guides)
 
     p = add_command(sub, "demo", "MFG-VAE vs IWAE on Figure-8 against the true model")
     p.add_argument("--epochs", type=positive_int, default=100, help="passes over the training split")

@@ -139,8 +139,11 @@ def resolve_guide(spec: str) -> Callable[..., Any]:
     err = autoguide_error(obj)
     if err is not None:
         raise err
-    if not callable(obj):
-        raise ValueError(f"guide={spec!r} is a {type(obj).__name__}: expected a guide class or factory")
+    from torch import nn
+
+    if isinstance(obj, nn.Module) or not callable(obj):
+        raise ValueError(f"guide={spec!r} is a {type(obj).__name__} object: expected a guide class or factory "
+                         "(a run builds a new guide from it, and one per restart)")
     return obj
 
 
@@ -204,11 +207,16 @@ def build_guide(
     if hidden is not None and _accepts(factory, "hidden"):
         kwargs["hidden"] = tuple(hidden)
     aware = _accepts(factory, "num_restarts")
-    if num_restarts is not None and not aware:
-        return batch_restarts(factory, num_restarts, obs_dim, latent_dim, **kwargs)
-    if aware:
-        kwargs["num_restarts"] = num_restarts
-    guide = construct(factory, obs_dim, latent_dim, **kwargs)
+    try:
+        if num_restarts is not None and not aware:
+            return batch_restarts(factory, num_restarts, obs_dim, latent_dim, **kwargs)
+        if aware:
+            kwargs["num_restarts"] = num_restarts
+        guide = construct(factory, obs_dim, latent_dim, **kwargs)
+    except TypeError as err:
+        args = ", ".join([f"obs_dim={obs_dim}", f"latent_dim={latent_dim}", *(f"{k}={v!r}" for k, v in kwargs.items())])
+        raise ValueError(f"guide={spec!r}: calling it as ({args}) failed: {err}. A guide factory takes "
+                         "(obs_dim, latent_dim) and optionally hidden= and num_restarts= (guides/README.md)") from err
     err = autoguide_error(guide)
     if err is not None:
         raise err

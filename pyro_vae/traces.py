@@ -183,7 +183,7 @@ def log_weights(
             stack.enter_context(ScaleSites(site_scales))
         guide_trace = poutine.trace(program).get_trace(*args, **kwargs)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
-    for role, trace in (("model", model_trace), ("guide", guide_trace)):
+    for role, trace in (("guide", guide_trace), ("model", model_trace)):
         for site in _sample_sites(trace):
             _check_enumerated(site, role)
             if per_point:

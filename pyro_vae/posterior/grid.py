@@ -263,7 +263,7 @@ def grid_posterior(
     ----------
     source : Dataset, VAEModel, Pyro model or target
         The ground truth of a data set, an unbatched (trained) model, or any Pyro model
-        ``model(x)`` with one latent site and an observed site ``"x"``; see
+        ``model(x)`` with one latent site and the site it observes; see
         :func:`pyro_vae.posterior.target.posterior_target`.
     x : Tensor (N, D)
     num_points, max_points : int

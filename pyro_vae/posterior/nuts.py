@@ -50,7 +50,8 @@ class NUTSResult(NamedTuple):
     samples : Tensor (chains, draws, K)
         Posterior draws (float64), per chain.
     idata : arviz.InferenceData
-        ``posterior.z`` (chain, draw, z_dim), ``sample_stats.diverging``, ``observed_data.x``.
+        ``posterior.z`` (chain, draw, z_dim) — named after the model's latent site —,
+        ``sample_stats.diverging``, ``observed_data.x``.
     ok : bool
         Every diagnostic passed its threshold.
     reasons : list of str
@@ -200,7 +201,7 @@ def nuts_posterior(
     ----------
     source : Dataset, VAEModel, Pyro model or target
         The ground truth of a data set, an unbatched learned model, or any Pyro model
-        ``model(x)`` with one latent site and an observed site ``"x"`` (see
+        ``model(x)`` with one latent site and the site it observes (see
         :func:`pyro_vae.posterior.target.posterior_target`): the potential is the negative
         log joint of the model conditioned on ``x``, through Pyro traces.
     x : Tensor (D,) or (1, D)
@@ -281,18 +282,19 @@ def nuts_posterior(
     seconds = time.perf_counter() - start
 
     az = _arviz()
+    name = getattr(target, "latent", "z")  # the model's latent site
     idata = az.from_dict(
-        posterior={"z": samples.numpy()},
+        posterior={name: samples.numpy()},
         sample_stats={"diverging": np.stack(diverging)},
         observed_data={"x": x.cpu().numpy()},
-        dims={"z": ["z_dim"], "x": ["x_dim"]},
+        dims={name: [f"{name}_dim"], "x": ["x_dim"]},
     )
     diagnostics = {
-        "r_hat": _per_dim(az.rhat(idata, var_names=["z"]), k),
-        "ess_bulk": _per_dim(az.ess(idata, var_names=["z"], method="bulk"), k),
-        "ess_tail": _per_dim(az.ess(idata, var_names=["z"], method="tail"), k),
-        "mcse_mean": _per_dim(az.mcse(idata, var_names=["z"], method="mean"), k),
-        "mcse_sd": _per_dim(az.mcse(idata, var_names=["z"], method="sd"), k),
+        "r_hat": _per_dim(az.rhat(idata, var_names=[name]), k, name),
+        "ess_bulk": _per_dim(az.ess(idata, var_names=[name], method="bulk"), k, name),
+        "ess_tail": _per_dim(az.ess(idata, var_names=[name], method="tail"), k, name),
+        "mcse_mean": _per_dim(az.mcse(idata, var_names=[name], method="mean"), k, name),
+        "mcse_sd": _per_dim(az.mcse(idata, var_names=[name], method="sd"), k, name),
         "divergences": int(np.stack(diverging).sum()),
         "acceptance_rate": acceptance,
         "num_chains": num_chains,
@@ -328,8 +330,8 @@ def nuts_posterior(
     return NUTSResult(samples, idata, ok, reasons, diagnostics, provenance)
 
 
-def _per_dim(dataset, k: int) -> list[float]:
-    return [float(v) for v in np.asarray(dataset["z"].values, dtype=float).reshape(k)]
+def _per_dim(dataset, k: int, name: str = "z") -> list[float]:
+    return [float(v) for v in np.asarray(dataset[name].values, dtype=float).reshape(k)]
 
 
 def nuts_posteriors(source, x: torch.Tensor, *, seed: int = 0, **kwargs) -> list[NUTSResult]:

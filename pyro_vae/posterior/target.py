@@ -2,8 +2,8 @@
 
 :class:`ModelTarget` reads a Pyro model — a data set's ground truth, a learned
 :class:`~pyro_vae.models.VAEModel` or a user's own model — through Pyro traces: the model is
-called as ``model(x)`` with observations ``x`` of shape (N, D), its observed site (``"x"`` by
-default) is conditioned on the observation (``poutine.condition``) and its one latent site
+called as ``model(x)`` with observations ``x`` of shape (N, D), its observed site (the one it
+observes when given ``x``, e.g. ``"x"``) is conditioned on the observation (``poutine.condition``) and its one latent site
 (found by tracing, or named) on the value ``z`` of shape (N, K) being scored; the log joint is
 the sum of every site's log-density (scale and mask honoured). The grid
 (:mod:`pyro_vae.posterior.grid`) evaluates the latent site's prior and the observed site's
@@ -123,8 +123,8 @@ class ModelTarget:
         observed sites sit in a plate of size N (e.g. ``"data"``).
     obs_dim : int
         D.
-    observed : str
-        The observed site's name.
+    observed : str, optional
+        The observed site's name; by default the one site the model observes when given ``x``.
     latent : str, optional
         The latent site's name; by default the model's only latent site.
     dtype : torch.dtype, optional
@@ -139,18 +139,25 @@ class ModelTarget:
         latent site that is not a vector (event shape (K,)).
     """
 
-    def __init__(self, model: Callable, obs_dim: int, *, observed: str = "x", latent: str | None = None,
+    def __init__(self, model: Callable, obs_dim: int, *, observed: str | None = None, latent: str | None = None,
                  dtype: torch.dtype | None = None, name: str = ""):
         if getattr(model, "num_restarts", None):
             raise ValueError("model is restart-batched: select one restart first (pyro_vae.nets.select_restart)")
         if isinstance(obs_dim, bool) or not isinstance(obs_dim, int) or obs_dim < 1:
             raise ValueError(f"obs_dim={obs_dim!r}: expected a positive integer")
-        self.model, self.observed, self.obs_dim = model, observed, obs_dim
+        self.model, self.obs_dim = model, obs_dim
         self.dtype = dtype or (_module_dtype(model) if isinstance(model, torch.nn.Module) else torch.float64)
         self.name = name or f"model:{getattr(model, '__qualname__', type(model).__name__)}"
         self.device = _module_device(model) if isinstance(model, torch.nn.Module) else None  # else: the data's
-        trace = self._trace(torch.zeros(1, obs_dim, dtype=self.dtype, device=self.device), None, draw=True)
+        self.observed = observed
+        trace = self._trace(torch.zeros(1, obs_dim, dtype=self.dtype, device=self.device), None, draw=True,
+                            condition_x=observed is not None)
         sites = {n: s for n, s in trace.nodes.items() if s["type"] == "sample" and not site_is_subsample(s)}
+        if observed is None:  # the one site the model observes when given x
+            seen = [n for n, s in sites.items() if s["is_observed"]]
+            if len(seen) != 1:
+                raise ValueError(f"the model observes sites {seen} when called with x: name the observed one with observed=")
+            observed = self.observed = seen[0]
         if observed not in sites:
             raise ValueError(f"observed={observed!r}: the model has no sample site of that name (sites: {sorted(sites)})")
         latents = [n for n, s in sites.items() if n != observed and not s["is_observed"]]
@@ -271,7 +278,7 @@ def _is_dataset(source) -> bool:
     return hasattr(source, "obs_noise_var") and hasattr(source, "prior") and hasattr(source, "model")
 
 
-def posterior_target(source, *, obs_dim: int | None = None, observed: str = "x", latent: str | None = None):
+def posterior_target(source, *, obs_dim: int | None = None, observed: str | None = None, latent: str | None = None):
     """The posterior target of a data set's ground truth, a learned model or any Pyro model.
 
     Parameters

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
         "test_loglik": loglik.mean, "test_loglik_mc_se": loglik.mc_se, "proposal": loglik.proposal,
         "true_loglik": float(true_log_likelihood(dataset, test).mean()),
         "mutual_info": info.avg, "mutual_info_method": info.method,
-        "df": float(1.0 + softplus(best_guide.raw_df)),
+        "df": float(1.0 + softplus(best_guide.raw_df.detach())),
     }
     for key, value in out.items():
         print(f"{key}: {value}")

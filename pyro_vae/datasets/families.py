@@ -120,7 +120,7 @@ class Case1Family(_Family):
         super().__init__(num_restarts)
         self.sigma2 = float(sigma2)
         self.theta_true = float(theta_true)
-        self.raw_theta = nn.Parameter(torch.randn(*self.lead, 1, 1) if num_restarts else torch.randn(1))
+        self.raw_theta = nn.Parameter(torch.randn(*self.lead, 1, 1))  # (1, 1) unbatched: what select_restart gives
 
     def theta(self) -> torch.Tensor:
         """Current θ, shape (1,) or (R, 1, 1)."""

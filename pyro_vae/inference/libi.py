@@ -37,6 +37,7 @@ from typing import Callable, NamedTuple, Sequence
 
 import pyro
 import pyro.poutine as poutine
+from pyro.poutine.util import site_is_subsample
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -146,7 +147,11 @@ def guide_means(guide: Callable, x: torch.Tensor, num_samples: int = 64) -> torc
                 return base.loc
         with pyro.plate("particles", num_samples, dim=-3):
             trace = poutine.trace(guide).get_trace(x)
-        return trace.nodes["z"]["value"].mean(0)
+        latents = [s for s in trace.nodes.values()
+                   if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)]
+        if len(latents) != 1:
+            raise ValueError(f"LiBI's codes need a guide with one latent site; it samples {[s['name'] for s in latents]}")
+        return latents[0]["value"].mean(0)
 
 
 def _copy_encoder_means(code_net: nn.Module, guide: nn.Module, latent_dim: int) -> bool:

@@ -183,3 +183,32 @@ def test_factorised_guide_ignores_y_in_q_z(kind):
     assert torch.isfinite(loss)
     with pytest.raises(ValueError, match="z_given_y=1"):
         build_m2_guide(kind, 2, 1, 2, z_given_y=1)
+
+
+class _PyroStyleGuide:
+    """An M2 guide as a Pyro user writes one: a callable (not an nn.Module) registering its networks with
+    ``pyro.module`` — its parameters reach the trainer only through the trace's param sites."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def __call__(self, x, y=None):
+        pyro.module("m2_guide", self.inner)
+        return self.inner(x, y)
+
+
+@pytest.mark.parametrize("lagging", [False, True])
+def test_a_guide_whose_parameters_are_pyro_params_is_trained(lagging):
+    from pyro_vae.inference.m2_lagging import train_m2_lagging
+
+    ds = get_dataset("discrete_semicircle", labelled_fraction=0.2)
+    train = _subset(ds.splits(seed=0).train, 200)
+    model = build_m2_model(1, 2, 2, "discrete", 0.01, hidden=(8,))
+    guide = _PyroStyleGuide(build_m2_guide("relaxed", 2, 1, 2, hidden=(8,)))
+    before = [p.detach().clone() for p in guide.inner.parameters()]
+    fit = train_m2_lagging if lagging else train_m2
+    fit(model, guide, train, epochs=1, batch_size=100, progress=False)
+    assert all(not torch.equal(a, b) for a, b in zip(before, guide.inner.parameters()))

@@ -38,7 +38,6 @@ __all__ = [
     "latent_sites",
     "log_joint",
     "log_weights",
-    "seeded",
     "trace_log_probs",
 ]
 
@@ -69,22 +68,6 @@ class ScaleLatents(Messenger):
     def _process_message(self, msg):
         if msg["type"] == "sample" and not msg["is_observed"] and not site_is_subsample(msg):
             msg["scale"] = self.factor * msg["scale"]
-
-
-@contextlib.contextmanager
-def seeded(seed: int, device: torch.device | str | None = None):
-    """Run the block on a random stream seeded by ``seed``; the global generators are left as they were.
-
-    Seeds torch's CPU generator (and ``device``'s, when it is a CUDA device). For metrics that
-    draw: seeded, and never resetting the caller's random state.
-    """
-    device = torch.device(device) if device is not None else torch.device("cpu")
-    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda):
-        torch.default_generator.manual_seed(int(seed))
-        if cuda:
-            torch.cuda.default_generators[cuda[0]].manual_seed(int(seed))
-        yield
 
 
 def _sample_sites(trace) -> list[dict]:

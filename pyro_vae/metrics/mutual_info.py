@@ -253,7 +253,8 @@ def mutual_info_encoder(
     ----------
     004 Table 1 ("avg_i I(x; z_i)"); Hoffman & Johnson (2016) for the aggregate posterior.
     """
-    from pyro_vae.traces import diagonal_normal, factorised_marginals, guide_distribution, seeded
+    from pyro_vae.traces import diagonal_normal, factorised_marginals, guide_distribution
+    from pyro_vae.rng import isolated_rng
 
     num_samples = check_int("num_samples", num_samples, minimum=1)
     if not isinstance(q, torch.distributions.Distribution) and x is None:
@@ -272,7 +273,7 @@ def mutual_info_encoder(
     chunk = chunk_size or max(1, _CHUNK_ELEMENTS // (n * k))
     device = getattr(x, "device", None)
     marginals = factorised_marginals(dist_q)
-    with torch.no_grad(), seeded(seed, device):
+    with torch.no_grad(), isolated_rng(device or "cpu", seed):
         if marginals is not None:
             per_dim, se = _mc_info(
                 lambda z, mix: marginals.log_prob(z[:, None, :]) if mix else marginals.log_prob(z),
@@ -283,7 +284,7 @@ def mutual_info_encoder(
     if marginals is not None and k == 1:  # one coordinate: its marginal is the joint
         return EncoderMutualInfo(per_dim, per_dim[0], float(per_dim.mean()), "monte_carlo", se, num_samples)
     joint_samples = num_samples if marginals is not None else max(1, min(num_samples, max_joint_evaluations // (n * n)))
-    with torch.no_grad(), seeded(seed + 1, device):
+    with torch.no_grad(), isolated_rng(device or "cpu", seed + 1):
         joint, joint_se = _mc_info(
             lambda z, mix: dist_q.log_prob(z[:, None, :]) if mix else dist_q.log_prob(z),
             lambda: dist_q.sample(), n, joint_samples, chunk,

@@ -211,11 +211,12 @@ def kl_monte_carlo(
     and event (K,), or a diagonal Normal of batch (N, K). ``log p(x, z)`` is the model's, through
     its Pyro trace. Draws are seeded on a forked stream.
     """
-    from pyro_vae.traces import guide_distribution, seeded
+    from pyro_vae.traces import guide_distribution
+    from pyro_vae.rng import isolated_rng
 
     target = posterior_target(source, obs_dim=x.shape[-1])
     fn = guide_distribution(q, x)
-    with seeded(seed, x.device), torch.no_grad():
+    with isolated_rng(x.device, seed), torch.no_grad():
         z = fn.sample((num_samples,))  # (S, N, K)
         diff = fn.log_prob(z).double() - target.log_joint(x.detach().double(), z)
     kl = diff.mean(0) + log_marginal.double().to(diff.device)
@@ -328,7 +329,8 @@ def guide_vs_samples(
     ``result.diagnostics``) or, if omitted, from treating the draws as independent. Distances
     use ``num_samples`` draws from q.
     """
-    from pyro_vae.traces import diagonal_normal, guide_distribution, seeded
+    from pyro_vae.traces import diagonal_normal, guide_distribution
+    from pyro_vae.rng import isolated_rng
 
     if isinstance(q, torch.distributions.Distribution):
         fn = q if q.event_dim else q.to_event(1)
@@ -346,7 +348,7 @@ def guide_vs_samples(
     sd_se = torch.as_tensor(mcse_sd, dtype=torch.float64) if mcse_sd is not None else ref_var.sqrt() / math.sqrt(2 * (n - 1))
     var_se = 2 * ref_var.sqrt() * sd_se
     normal = diagonal_normal(fn)
-    with seeded(seed), torch.no_grad():
+    with isolated_rng("cpu", seed), torch.no_grad():
         draws = fn.sample((num_samples,)).reshape(num_samples, k).double().cpu()
     if normal is not None:
         q_mean, q_var = normal[0].detach().double().reshape(k).cpu(), normal[1].detach().double().reshape(k).cpu() ** 2

@@ -125,7 +125,8 @@ def posterior_comparison(
     PosteriorComparison
     """
     from pyro_vae.posterior.compare import grid_kl
-    from pyro_vae.traces import diagonal_normal, guide_distribution, seeded
+    from pyro_vae.traces import diagonal_normal, guide_distribution
+    from pyro_vae.rng import isolated_rng
 
     if method not in METHODS:
         raise ValueError(f"method={method!r}: expected one of {METHODS}")
@@ -154,7 +155,7 @@ def posterior_comparison(
     kls = {}
     guide_moments = None
     if q is not None:
-        with seeded(seed), torch.no_grad():
+        with isolated_rng("cpu", seed), torch.no_grad():
             q_draws = q.sample((total,)).double().cpu()  # (total, N, K)
         draws["guide"] = q_draws.reshape(num_chains, num_samples, n, k_q)
         normal = diagonal_normal(q)

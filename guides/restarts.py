@@ -267,7 +267,8 @@ class RestartBatch(nn.Module):
 
     Notes
     -----
-    ``guide(*args)`` runs copy r on its own random stream, then samples each of the copies'
+    ``guide(*args)`` runs copy r on its own random stream (on its own rows when a tensor
+    argument is stacked by restart, ``(R, B, D)``: a group of runs), then samples each of the copies'
     sites once, in the plates ``"restarts"`` (dim −2) and the copies' own plates, with the
     copies' draws stacked along the restarts. Returns the last site's stacked value.
     """
@@ -293,16 +294,32 @@ class RestartBatch(nn.Module):
             raise ValueError(f"index={index}: expected 0 <= index < num_restarts={self.num_restarts}")
         return copy.deepcopy(self.copies[index])
 
+    def slice_restarts(self, start: int, count: int) -> "RestartBatch":
+        """Restarts ``start … start+count−1`` (copies), still batched (:func:`pyro_vae.nets.slice_restarts`)."""
+        if not (0 <= start and count >= 1 and start + count <= self.num_restarts):
+            raise ValueError(f"restarts {start}..{start + count - 1}: expected within 0..{self.num_restarts - 1}")
+        return RestartBatch([copy.deepcopy(g) for g in self.copies[start : start + count]],
+                            restart_ids=self.restart_ids[start : start + count])
+
+    @classmethod
+    def stack_restarts(cls, batches: Sequence["RestartBatch"]) -> "RestartBatch":
+        """The restarts of several batches side by side, renumbered (:func:`pyro_vae.nets.stack_restarts`)."""
+        if not all(isinstance(b, RestartBatch) for b in batches):
+            raise ValueError("stack_restarts: every module must be a RestartBatch")
+        guides = [copy.deepcopy(g) for b in batches for g in b.copies]
+        return cls(guides)
+
     def forward(self, *args, **kwargs):
         outer = _enclosing_frames()
         device = _device_of(args, kwargs)
         call_seed = int(torch.randint(0, 2**62, (), device="cpu"))
         sites: dict[str, list] = {}
         for r, guide in enumerate(self.copies):
+            r_args, r_kwargs = self._own_data(r, args, kwargs)
             with _stream(_stream_seed(call_seed, self.restart_ids[r]), device), local_params():
                 with poutine.block(hide_types=["sample"]), _PrefixParams(f"restart{r}"):
                     with poutine.trace() as tr, _OuterFrames(outer):
-                        guide(*args, **kwargs)
+                        guide(*r_args, **r_kwargs)
             for name, site in tr.trace.nodes.items():
                 if site["type"] != "sample" or site["is_observed"] or site_is_subsample(site):
                     continue
@@ -314,6 +331,15 @@ class RestartBatch(nn.Module):
                                  "every copy must sample the same sites")
             value = self._emit(name, per_restart, outer)
         return value
+
+    def _own_data(self, r: int, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        """Restart r's slice of data stacked by restart (a group of runs: ``x`` of shape (R, B, D))."""
+        def pick(value):
+            if isinstance(value, torch.Tensor) and value.dim() == 3 and value.shape[0] == self.num_restarts:
+                return value[r]
+            return value
+
+        return tuple(pick(a) for a in args), {k: pick(v) for k, v in kwargs.items()}
 
     def _emit(self, name: str, per_restart: list, outer: tuple) -> torch.Tensor:
         first = per_restart[0]

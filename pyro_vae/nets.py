@@ -197,9 +197,16 @@ def _set(sub: nn.Module, kind: str, name: str, value: torch.Tensor, requires_gra
 
 
 def slice_restarts(module: nn.Module, start: int, count: int) -> nn.Module:
-    """A copy of restarts ``start … start+count-1`` of a restart-batched module (still batched)."""
+    """A copy of restarts ``start … start+count-1`` of a restart-batched module (still batched).
+
+    A module with its own ``slice_restarts(start, count)`` (e.g. :class:`guides.restarts.RestartBatch`)
+    is asked directly.
+    """
     import copy
 
+    own = getattr(module, "slice_restarts", None)
+    if callable(own):
+        return own(start, count)
     out = copy.deepcopy(module)
     for sub in out.modules():
         restarts = getattr(sub, "num_restarts", None)
@@ -223,6 +230,9 @@ def stack_restarts(modules: Sequence[nn.Module]) -> nn.Module:
 
     if not modules:
         raise ValueError("modules: expected at least one module")
+    own = getattr(type(modules[0]), "stack_restarts", None)  # e.g. guides.restarts.RestartBatch
+    if callable(own):
+        return own(modules)
     out = copy.deepcopy(modules[0])
     subs = [dict(m.named_modules()) for m in modules]
     for path, sub in out.named_modules():

@@ -27,9 +27,9 @@ from typing import NamedTuple
 import torch
 
 from pyro_vae import checks
+from pyro_vae.traces import log_weights
 from pyro_vae.metrics.loglik import EVAL_ROWS, LogLikEstimate, importance_log_likelihood, true_log_likelihood
 from pyro_vae.rng import isolated_rng
-from pyro_vae.traces import log_weights
 from pyro_vae.posterior.grid import grid_posterior
 
 __all__ = ["Decomposition", "decompose_elbo"]

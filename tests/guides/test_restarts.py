@@ -188,3 +188,19 @@ def test_bound_of_a_restart_batch_has_one_row_per_restart():
     model = build_vae_model(1, 2, 0.05, hidden=(8,), num_restarts=4)
     guide = build_guide(STUDENT_T, 2, 1, num_restarts=4)
     assert bound(model, guide, x, kind="iwae", num_particles=5).shape == (4, 12)
+
+
+@pytest.mark.slow
+def test_a_group_of_runs_trains_a_user_guide(tmp_path):
+    """Runs grouped in one vectorised loop (data versions stacked by restart): each copy sees its own rows."""
+    from pyro_vae.pipeline import RunConfig
+    from pyro_vae.reproduce.groups import train_group
+    from pyro_vae.runs import load_run
+
+    configs = [RunConfig(dataset="circle", guide=STUDENT_T, restarts=2, epochs=1, eval_samples=50, hidden=(8,),
+                         batch_size=500, data_seed=v) for v in (0, 1)]
+    summaries = train_group(configs, tmp_path, progress=False)
+    for summary in summaries:
+        loaded = load_run(summary["run_dir"])
+        assert loaded.metrics["group_size"] == 2 and loaded.config["guide"] == STUDENT_T
+        assert len(set(loaded.metrics["val_objective_per_restart"])) == 2

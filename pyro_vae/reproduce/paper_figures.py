@@ -96,8 +96,8 @@ def joint_density(source, z_range: tuple[float, float], x_range: tuple[float, fl
     004 Figures 2 (top row) and 3 (left).
     """
     target = posterior_target(source)
-    if target.latent_dim != 1 or target.noise_var.numel() != 1:
-        raise ValueError(f"source: expected K = D = 1 (got K = {target.latent_dim}, D = {target.noise_var.numel()})")
+    if target.latent_dim != 1 or target.obs_dim != 1:
+        raise ValueError(f"source: expected K = D = 1 (got K = {target.latent_dim}, D = {target.obs_dim})")
     z_lo, z_hi = check_range_pair("z_range", z_range)
     x_lo, x_hi = check_range_pair("x_range", x_range)
     n = check_positive_int("grid_size", grid_size, 2)

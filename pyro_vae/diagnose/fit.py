@@ -43,16 +43,20 @@ def fit_data_config(
     ``noise="learned"`` (default) learns σ² per dimension jointly with the ELBO, starting at
     ``noise_var`` (default 1 % of the mean column variance) — what practitioners commonly do, and
     what the noise check examines; ``"fixed"`` keeps ``noise_var``; ``"posthoc"`` sets it by Eq. 9
-    after training. ``data_seed`` shuffles the rows into train/validation/test (5 : 2 : 2).
+    after training. ``data_seed`` shuffles the rows into train/validation/test (5 : 2 : 2); a
+    file with fewer training rows than ``batch_size`` trains on full batches.
     """
     params: dict[str, Any] = {"path": str(Path(path).resolve()), "latent_dim": latent_dim}
     if labels is not None:
         params["labels"] = labels
     if noise_var is not None:
         params["noise_var"] = noise_var
+    from pyro_vae.datasets import get_dataset
+
+    train_size = get_dataset("file", **params).sizes[0]
     config = RunConfig(
         dataset="file", dataset_params=params, method=method, guide=guide, noise=noise, epochs=epochs,
-        restarts=restarts, batch_size=batch_size, lr=lr, hidden=tuple(hidden), seed=seed, data_seed=data_seed,
+        restarts=restarts, batch_size=min(batch_size, train_size), lr=lr, hidden=tuple(hidden), seed=seed, data_seed=data_seed,
         eval_samples=eval_samples, device=device,
     )
     dataset = config.validate()

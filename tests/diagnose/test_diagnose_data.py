@@ -82,3 +82,22 @@ def test_expected_vs_obtained_keeps_misses_and_the_figure_renders():
     assert by["latent_dimension"]["obtained"] == "not run"
     png = figure_png_bytes(diagnosis_figure(report))
     assert png[:4] == b"\x89PNG" and len(png) > 10_000
+
+
+def test_latent_variant_configs(tmp_path, monkeypatch):
+    """K other than the truth's starts at random (004 Table 1); a file run changes the file's K."""
+    from pyro_vae.diagnose import fit
+    from pyro_vae.pipeline import RunConfig
+
+    seen = []
+    monkeypatch.setattr(fit, "train_and_evaluate", lambda config, runs, progress=False: seen.append(config) or {"run_dir": str(tmp_path / "r")})
+    base = RunConfig(dataset="figure8_5d", init="mixed", noise="learned", epochs=3)
+    fit.latent_variant(base, 2, tmp_path)
+    fit.latent_variant(base, 1, tmp_path)
+    assert (seen[0].latent_dim, seen[0].init, seen[0].noise) == (2, "random", "learned")
+    assert (seen[1].latent_dim, seen[1].init) == (None, "mixed")
+    path = tmp_path / "d.npy"
+    np.save(path, _table(60))
+    file_config = fit.fit_data_config(path, latent_dim=1, epochs=2)
+    fit.latent_variant(file_config, 2, tmp_path)
+    assert seen[2].dataset_params["latent_dim"] == 2 and seen[2].dataset_params["sha256"] == file_config.dataset_params["sha256"]

@@ -45,6 +45,10 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return f"{text} (default: {default})"
 
 
+class RawHelpFormatter(argparse.RawDescriptionHelpFormatter, HelpFormatter):
+    """:class:`HelpFormatter` that keeps a command's description as written (line breaks, lists)."""
+
+
 class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line (raised as :class:`UsageError`)."""
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pyro_vae.cli.common import add_command
 from pyro_vae.io import atomic_write_bytes, dumps_json
 
 NOISES = ("learned", "fixed", "posthoc")
@@ -183,25 +184,25 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
 def add_parsers(sub) -> None:
     """Register ``fit-data`` and ``diagnose`` on the ``pyro-vae`` sub-parsers."""
-    p = sub.add_parser("fit-data", help="train a VAE on your own data file (CSV/NPZ/NPY), stored as a run")
+    p = add_command(sub, "fit-data", "train a VAE on your own data file (CSV/NPZ/NPY), stored as a run")
     p.add_argument("file", help="data file: .csv with a header row, .npz (array x) or .npy (2-D)")
     p.add_argument("--labels", default=None, help="labels column (CSV name, NPZ array, NPY column index); not trained on")
     p.add_argument("--latent-dim", default="1", help="K of the model (default 1)")
     p.add_argument("--noise", default="learned", help="learned (jointly, per dimension; default), fixed or posthoc (Eq. 9)")
     p.add_argument("--noise-var", default=None, help="σ² (fixed) or its initial value (default 1%% of the mean column variance)")
-    p.add_argument("--epochs", default="100")
-    p.add_argument("--restarts", default="1")
-    p.add_argument("--lr", default="1e-3")
-    p.add_argument("--eval-samples", default="1000")
-    p.add_argument("--seed", default="0")
+    p.add_argument("--epochs", default="100", help="passes over the training rows")
+    p.add_argument("--restarts", default="1", help="random initialisations trained as one batch")
+    p.add_argument("--lr", default="1e-3", help="Adam's learning rate")
+    p.add_argument("--eval-samples", default="1000", help="importance samples per test point")
+    p.add_argument("--seed", default="0", help="seed of initialisation, minibatches and sampling")
     p.add_argument("--data-seed", default="0", help="shuffles the rows into train/validation/test (5:2:2)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--out", default="runs", help="runs folder")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_fit_data)
 
-    p = sub.add_parser("diagnose", help="check a model against the papers' failure modes (004 §9)")
+    p = add_command(sub, "diagnose", "check a model against the papers' failure modes (004 §9)")
     p.add_argument("run", nargs="?", default=None, help="run folder (from `train` or `fit-data`)")
     p.add_argument("--data", default=None, help="data file (CSV/NPZ/NPY): the run's model on these points, or fit one first")
     p.add_argument("--labels", default=None, help="labels column of --data, for the semi-supervised check")
@@ -216,9 +217,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--noise-var", default=None, help="with --data and no RUN: σ² (fixed) or its initial value")
     p.add_argument("--fit-epochs", default="100", help="with --data and no RUN: training epochs")
     p.add_argument("--runs-dir", default=None, help="where fitted runs go (default: RUN's runs folder, or ./runs)")
-    p.add_argument("--seed", default="0")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", default="0", help="seed of the checks' draws")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--plot", default=None, help="write a one-page PNG summary")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_diagnose)

@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from pyro_vae.cli.common import RawHelpFormatter
+
 FIGURE_NAMES = ("004_fig2", "004_fig3", "004_fig4", "004_fig6", "000_fig2_5")
 
 
@@ -197,13 +199,13 @@ def cmd_figure(args: argparse.Namespace) -> int:
 def add_parsers(sub) -> None:
     """Register ``figure`` on the ``pyro-vae`` sub-command parser."""
     p = sub.add_parser("figure", help="draw a paper figure that no experiment config draws (PNG + provenance.json)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=__doc__, formatter_class=RawHelpFormatter)
     p.add_argument("name", choices=FIGURE_NAMES, help="the figure")
     p.add_argument("--out", default="figures", help="folder for the PNGs and provenance.json")
     p.add_argument("--epochs", type=_positive_int, default=None,
                    help="training epochs of 004_fig6 / 000_fig2_5 (default: 100 / 600, the committed figures')")
     p.add_argument("--restarts", type=_positive_int, default=None, help="training restarts (default: 3)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dpi", type=int, default=120)
+    p.add_argument("--seed", type=int, default=0, help="seed of the training behind the figure")
+    p.add_argument("--dpi", type=int, default=120, help="resolution of the PNGs")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_figure)

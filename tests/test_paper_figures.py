@@ -149,12 +149,12 @@ def test_fit_jte_libi_trains_as_the_registered_method():
 
 
 def test_figure_command_writes_png_and_provenance(tmp_path, capsys):
-    code = main(["figure", "004_fig2", "--out", str(tmp_path), "--dpi", "60"])
+    code = main(["figure", "004_fig3", "--out", str(tmp_path), "--dpi", "60"])
     assert code == 0
-    assert (tmp_path / "004_fig2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    record = json.loads((tmp_path / "provenance.json").read_text())["figures"]["004_fig2"]
-    assert record["command"] == f"pyro-vae figure 004_fig2 --out {tmp_path} --dpi 60"
-    assert record["files"] == ["004_fig2.png"] and record["wall_seconds"] >= 0
+    assert (tmp_path / "004_fig3.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    record = json.loads((tmp_path / "provenance.json").read_text())["figures"]["004_fig3"]
+    assert record["command"] == f"pyro-vae figure 004_fig3 --out {tmp_path} --dpi 60"
+    assert record["files"] == ["004_fig3.png"] and record["wall_seconds"] >= 0
     assert {"torch", "pyro", "numpy"} <= set(record["packages"]) and "reductions" in record
 
 
@@ -168,3 +168,10 @@ def test_figure_command_errors_write_nothing(tmp_path, capsys):
     assert "expected a folder" in capsys.readouterr().err
     assert main(["figure", "004_fig2", "--out", str(tmp_path / "d"), "--dpi", "5"]) == 2
     assert "--dpi" in capsys.readouterr().err and not (tmp_path / "d").exists()
+
+
+def test_source_commit_counts_changes_outside_the_figures_folder(tmp_path):
+    from pyro_vae.cli.figures import source_commit
+    from pyro_vae.reproduce.results import project_commit
+
+    assert source_commit(tmp_path) == project_commit()  # a folder outside the repository: every change counts

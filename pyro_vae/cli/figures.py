@@ -156,13 +156,33 @@ def command_line(args: argparse.Namespace) -> str:
     return " ".join(parts + (["--quiet"] if args.quiet else []))
 
 
+def source_commit(out: Path) -> str | None:
+    """The project's commit, marked ``+local-changes`` only for changes outside ``out`` (the
+    figures folder may itself be tracked, and each figure rewrites it)."""
+    import subprocess
+
+    from pyro_vae.reproduce.results import project_commit
+
+    commit = project_commit()
+    if commit is None or not commit.endswith("+local-changes"):
+        return commit
+    root = Path(__file__).resolve().parents[2]
+    try:
+        exclude = f":(exclude){out.resolve().relative_to(root)}"
+    except ValueError:  # the folder is outside the repository: every change counts
+        return commit
+    status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", ".",
+                             exclude], capture_output=True, text=True, timeout=10)
+    return commit if status.returncode != 0 or status.stdout.strip() else commit.split("+")[0]
+
+
 def cmd_figure(args: argparse.Namespace) -> int:
     import torch
 
     from pyro_vae.io import read_json, write_json
     from pyro_vae.plots import save_png
     from pyro_vae.provenance import package_versions, utc_now
-    from pyro_vae.reproduce.results import machine, project_commit
+    from pyro_vae.reproduce.results import machine
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -173,7 +193,7 @@ def cmd_figure(args: argparse.Namespace) -> int:
     records = read_json(record_path) if record_path.is_file() else {}
     if not isinstance(records, dict):
         raise ValueError(f"{str(record_path)!r}: expected a JSON object of figure records")
-    start, commit, load = time.perf_counter(), project_commit(), os.getloadavg()
+    start, commit, load = time.perf_counter(), source_commit(out), os.getloadavg()
     figures, info = BUILDERS[args.name](args)
     written = [str(save_png(fig, out / name, dpi=args.dpi)) for name, fig in figures.items()]
     records.setdefault("figures", {})[args.name] = {

@@ -220,7 +220,8 @@ def training_data(model: Any, guide: Any, x_train: Any, x_val: Any = None, **num
         else:
             finite_number(key, value)
     r_model, r_guide = getattr(model, "num_restarts", None), getattr(guide, "num_restarts", None)
-    if hasattr(model, "num_restarts") and hasattr(guide, "num_restarts") and r_model != r_guide:
+    if (hasattr(model, "num_restarts") and hasattr(guide, "num_restarts") and r_model != r_guide
+            and {r_model, r_guide} != {None, 1}):  # unbatched and a batch of one are both one restart
         raise InputError(f"model has num_restarts={r_model} but guide has num_restarts={r_guide}: "
                          "build both with the same number of restarts")
     guide_width = getattr(guide, "obs_dim", None)

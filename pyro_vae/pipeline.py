@@ -246,16 +246,15 @@ def evaluate_without_truth(model: VAEModel, guide, x_test: torch.Tensor, est, *,
 
     with torch.no_grad():
         exact = exact_log_likelihood(model.decoder, model.noise_variance().reshape(-1), x_test, model.latent_dim)
-    torch.manual_seed(seed)
-    elbo = float(validation_objective(model, guide, x_test, "elbo")[0])
+    with isolated_rng(x_test.device, seed):
+        elbo = float(validation_objective(model, guide, x_test, "elbo")[0])
     n = x_test.shape[0]
     knn = smooth_knn_test(sample_model(model, n, seed=seed), x_test, n=min(100, n), repeats=20, seed=seed)
-    with torch.no_grad():
-        q = guide.distribution(x_test) if hasattr(guide, "distribution") else None
-    mi = None if q is None else [float(v) for v in mutual_info_gaussian_encoder(q.loc, q.scale, seed=seed)]
+    mi = mutual_info_encoder(guide, x_test, seed=seed)  # q's own density unless q is a diagonal Normal
     return {
         "smooth_knn": float(knn.mean), "smooth_knn_se": float(knn.se),
-        "mutual_info_per_dim": mi, "mutual_info_avg": None if mi is None else sum(mi) / len(mi),
+        "mutual_info_per_dim": None if mi.per_dim is None else [float(v) for v in mi.per_dim],
+        "mutual_info_avg": mi.avg, "mutual_info_joint": float(mi.joint), "mutual_info_method": mi.method,
         "test_loglik": est.mean, "test_loglik_se": est.se, "test_loglik_mc_se": est.mc_se, "test_loglik_ess": est.ess,
         "test_loglik_exact": None if exact is None else float(exact.mean()),
         "test_elbo": elbo, "neg_test_elbo": -elbo,

@@ -15,7 +15,21 @@ CSV_HEADER = ["experiment", "dataset", "method", "metric", "selected", "ours_mea
 
 
 def committed():
-    return sorted(p.parent for p in RESULTS.glob("*/provenance.json"))
+    """Sweep results: a folder with a report (figures/ records one provenance per figure instead)."""
+    return sorted(p.parent for p in RESULTS.glob("*/report.md"))
+
+
+FIGURE_KEYS = {"command", "commit", "packages", "machine", "files", "reductions"}
+
+
+def test_committed_figures_name_their_command_files_and_reductions():
+    prov = json.loads((RESULTS / "figures" / "provenance.json").read_text())["figures"]
+    assert prov, "no figure recorded"
+    for name, record in prov.items():
+        assert FIGURE_KEYS <= set(record), f"{name}: provenance lacks {FIGURE_KEYS - set(record)}"
+        assert record["command"].startswith(f"pyro-vae figure {name} ")
+        for file in record["files"]:
+            assert (RESULTS / "figures" / file).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", file
 
 
 @pytest.mark.parametrize("folder", committed(), ids=lambda p: p.name)

@@ -31,17 +31,40 @@ def _print_tree(obj, indent: int = 0) -> None:
             print(f"{pad}{key}: {value}")
 
 
-def _print_posterior(summary: dict) -> None:
+def _fmt(values) -> str:
+    return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
+
+
+def _how(block: dict) -> str:
+    """``R-hat … ≤ 1.01, bulk ESS … ≥ 400, n divergence(s)`` for NUTS, ``grid`` for quadrature."""
+    from pyro_vae.posterior.nuts import format_against
+
+    t = block.get("thresholds")
+    if block["r_hat"] is None and block["ess_bulk"] is None or not t:
+        return "grid" if block["method"] == "quadrature" else "nuts"
+    ess = format_against(block["ess_bulk"], t["min_ess_bulk"])
+    ess_rel = "≥" if block["ess_bulk"] >= t["min_ess_bulk"] else "<"
+    rhat = "R-hat undefined (one chain)" if block["r_hat"] is None else (
+        f"R-hat {format_against(block['r_hat'], t['max_rhat'])} {'≤' if block['r_hat'] <= t['max_rhat'] else '>'} "
+        f"{t['max_rhat']:g}")
+    return f"{rhat}, bulk ESS {ess} {ess_rel} {t['min_ess_bulk']:g}, {block['divergences']} divergence(s)"
+
+
+def _print_posterior(summary: dict, typed: list[str]) -> None:
+    """One verdict line per x (failed references first and unmissable), then every value, labelled."""
+    for text, point in zip(typed, summary["points"]):
+        truth = point["truth"]
+        body = f"true posterior mean {_fmt(truth['mean'])}, sd {_fmt(truth['sd'])} ({_how(truth)})"
+        if point["ok"]:
+            print(f"x={text}: {body} ok")
+        else:
+            print(f"!!! FAILED REFERENCE x={text}: {'; '.join(point['reasons'])} -- not usable as ground truth")
+            print(f"    x={text}: {body}")
     print(f"data set: {summary['dataset']}   reference posteriors by {summary['method']}"
           + (f"   run: {summary['run']}" if summary.get("run") else ""))
-    for point in summary["points"]:
-        print(f"x = {point['x']}")
-        for role in ("truth", "model"):
-            block = point.get(role)
-            if block is not None and not block["ok"]:
-                print(f"  !!! FAILED REFERENCE ({block['label']}): {'; '.join(block['reasons'])} -- not usable as "
-                      "ground truth")
-        _print_tree({k: v for k, v in point.items() if k != "x"}, 1)
+    for text, point in zip(typed, summary["points"]):
+        print(f"x={text}")
+        _print_tree({k: v for k, v in point.items() if k not in ("x", "ok", "reasons")}, 1)
     if summary.get("wrote"):
         print(f"wrote {', '.join(summary['wrote'])}")
 
@@ -73,7 +96,8 @@ def cmd_posterior(args: argparse.Namespace) -> int:
             if k > 2:
                 raise ValueError(f"--method quadrature: the {what} has latent_dim {k}; allowed up to 2 (use --method nuts)")
     typed = [t.strip() for t in args.x]
-    x = torch.tensor([parse_point(t, dataset.obs_dim) for t in typed])
+    values = [parse_point(t, dataset.obs_dim) for t in typed]
+    x = torch.tensor(values)
 
     comparison = posterior_comparison(
         dataset, x, model=model, guide=guide, method=args.method, seed=args.seed, num_chains=args.chains,
@@ -82,8 +106,11 @@ def cmd_posterior(args: argparse.Namespace) -> int:
         guide_label=f"q(z|x): guide {config.guide}" if config is not None else "q(z|x)",
     )
     summary = {**comparison.summary, "run": args.run}
-    failed = [f"x={t} ({role})" for t, p in zip(typed, summary["points"]) for role in ("truth", "model")
-              if role in p and not p[role]["ok"]]
+    for point, row in zip(summary["points"], values):
+        point["x"] = row  # as typed, not float32 round-off
+    roles = [role for role in ("truth", "model") if role in summary["points"][0]]
+    failed = [f"x={t} ({role})" if len(roles) > 1 else f"x={t}" for t, p in zip(typed, summary["points"])
+              for role in roles if not p[role]["ok"]]
     written = []
     if args.plot:
         atomic_write_bytes(args.plot, _posterior_png(dataset, x, model, guide, args.method, comparison))
@@ -98,12 +125,12 @@ def cmd_posterior(args: argparse.Namespace) -> int:
 
         print(dumps_json(summary, nonfinite="null"), end="")
     else:
-        _print_posterior(summary)
+        _print_posterior(summary, typed)
     if failed:
         hint = ("more --warmup/--samples, or --method quadrature (K ≤ 2)" if args.method == "nuts"
                 else "a larger grid is not available from the command line")
-        print(f"pyro-vae posterior: warning: {len(failed)} reference posterior(s) FAILED their diagnostics "
-              f"({'; '.join(failed)}); try {hint}", file=sys.stderr)
+        print(f"pyro-vae posterior: warning: {len(failed)} of {len(typed) * len(roles)} reference posterior(s) "
+              f"FAILED their diagnostics ({'; '.join(failed)}); try {hint}", file=sys.stderr)
     return 0
 
 

@@ -59,7 +59,7 @@ def _block(label, method, grid, nuts, i) -> dict:
         out = {
             "label": label, "method": "nuts", "mean": draws.mean(0).tolist(), "sd": draws.std(0).tolist(),
             "r_hat": max(d["r_hat"]), "ess_bulk": min(d["ess_bulk"]), "divergences": d["divergences"],
-            "ok": res.ok, "reasons": list(res.reasons),
+            "ok": res.ok, "reasons": list(res.reasons), "thresholds": d.get("thresholds"),
         }
     else:
         ok = bool(grid.converged[i])
@@ -148,7 +148,9 @@ def posterior_comparison(
         grid, nuts = refs[role]
         if nuts is not None:
             draws[role] = torch.stack([r.samples for r in nuts], 2)  # (C, S, N, K)
-            diverging[role] = np.stack([np.asarray(r.idata.sample_stats["diverging"].values, dtype=bool) for r in nuts], 2)
+            if all(r.idata is not None for r in nuts):
+                diverging[role] = np.stack([np.asarray(r.idata.sample_stats["diverging"].values, dtype=bool)
+                                            for r in nuts], 2)
             provenance += [{"role": role, **r.provenance} for r in nuts]
         elif grid is not None:
             draws[role] = _grid_draws(grid, n, total, seed).reshape(num_chains, num_samples, n, -1)
@@ -177,6 +179,9 @@ def posterior_comparison(
         for role, _, label in roles:
             grid, nuts = refs[role]
             point[role] = _block(label, method, grid, nuts, i)
+        # every reference at this x usable? (the model's reasons are prefixed; the truth's are not)
+        point["ok"] = all(point[role]["ok"] for role, _, _ in roles)
+        point["reasons"] = [r if role == "truth" else f"{role}: {r}" for role, _, _ in roles for r in point[role]["reasons"]]
         if q is not None:
             how, mean, sd = guide_moments
             block = {"label": guide_label, "mean": mean[i].reshape(-1).tolist(), "sd": sd[i].reshape(-1).tolist(),

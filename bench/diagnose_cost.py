@@ -35,7 +35,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         csv = Path(tmp) / "data.csv"
-        subprocess.run([sys.executable, "-m", "pyro_vae.cli", "sample", "figure8", "-n", str(args.n), "--seed", "1",
+        subprocess.run([sys.executable, "-m", "pyro_vae.cli.main", "sample", "figure8", "-n", str(args.n), "--seed", "1",
                         "--out", str(csv)], check=True, capture_output=True)
         lines = csv.read_text().splitlines()
         csv.write_text("\n".join(",".join(line.split(",")[:2]) for line in lines) + "\n")  # drop the true z

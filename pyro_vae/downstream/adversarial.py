@@ -9,7 +9,7 @@ it. The defence projects a (perturbed) input onto a learned manifold before clas
 σ², M barely moves x and the perturbation survives (Figure 7b).
 
 - :func:`true_projection`: the nearest point of the true manifold (a dense grid of f_GT(z), K = 1).
-- :func:`fit_classifier`: the learned classifier ``h`` (seeded MLP, Adam).
+- :func:`fit_classifier`: the learned classifier ``h`` (seeded logistic regression or MLP, Adam).
 - :func:`pgd_attack`: L∞ projected gradient ascent on ``h``'s cross-entropy (Madry et al. 2018),
   through an optional defence (adaptive) or on ``h`` alone (oblivious, the paper's setting).
 - :func:`attack_success`: the share of points whose defended prediction differs from the true
@@ -42,10 +42,15 @@ def true_projection(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, 
 
 def fit_classifier(x: torch.Tensor, y: torch.Tensor, *, hidden: int = 32, steps: int = 2000, lr: float = 1e-2,
                    seed: int = 0) -> nn.Module:
-    """A two-hidden-layer tanh MLP classifier of ``y`` (class indices) from ``x``, full-batch Adam."""
+    """A classifier of ``y`` (class indices) from ``x`` by full-batch Adam: a two-hidden-layer tanh
+    MLP, or multinomial logistic regression when ``hidden = 0``."""
     gen = torch.Generator().manual_seed(seed)
-    net = nn.Sequential(nn.Linear(x.shape[1], hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(),
-                        nn.Linear(hidden, int(y.max()) + 1))
+    classes = int(y.max()) + 1
+    if hidden == 0:
+        net = nn.Sequential(nn.Linear(x.shape[1], classes))
+    else:
+        net = nn.Sequential(nn.Linear(x.shape[1], hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(),
+                            nn.Linear(hidden, classes))
     with torch.no_grad():
         for p in net.parameters():
             p.copy_(torch.randn(p.shape, generator=gen) / max(1, p.shape[-1]) ** 0.5)

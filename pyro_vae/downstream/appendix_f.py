@@ -53,7 +53,8 @@ def run(cfg: dict, runs: Path, out: Path, quick: bool = False) -> dict:
                        "test_loglik_exact": metrics.get("test_loglik_exact"), "test_elbo": metrics.get("test_elbo")}
     _labels = labeller(float(cfg["label_z_below"]))
     splits = dataset.splits(int(train.get("data_seed", 0)))
-    clf = fit_classifier(splits.train.x, _labels(splits.train.z), seed=int(cfg.get("seed", 0)))
+    clf = fit_classifier(splits.train.x, _labels(splits.train.z), hidden=int(cfg.get("classifier_hidden", 0)),
+                         seed=int(cfg.get("seed", 0)))
     x = splits.test.x[:points]
     y = _labels(true_projection(dataset.f, x)[1])
     defences = {

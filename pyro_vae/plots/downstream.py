@@ -35,8 +35,9 @@ def projection_panels(dataset, models: dict, classifier, x: torch.Tensor, eps: f
         y = labels(true_projection(dataset.f, x)[1])
     adv_all = pgd_attack(classifier, x, y, eps)
     with torch.no_grad():
-        fooled = (classifier(adv_all).argmax(-1) != y).nonzero()
-    star = int(fooled[0, 0]) if len(fooled) else 0
+        fooled = (classifier(adv_all).argmax(-1) != y).nonzero()[:, 0]
+    # the example: of the points the attack fools, the one deepest inside the first quadrant
+    star = int(fooled[(x[fooled, 0] + x[fooled, 1]).argmax()]) if len(fooled) else 0
     for ax, (name, (model, guide)) in zip(axes[0], models.items()):
         project = projection(model, guide)
         with torch.no_grad():

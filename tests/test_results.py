@@ -14,9 +14,28 @@ CSV_HEADER = ["experiment", "dataset", "method", "metric", "selected", "ours_mea
               "paper_mean", "paper_std", "diff_in_paper_std"]
 
 
-def committed():
-    """Sweep results: a folder with a report (figures/ records one provenance per figure instead)."""
-    return sorted(p.parent for p in RESULTS.glob("*/report.md"))
+def _kind(folder: Path) -> str:
+    """``sweep`` (written by ``reproduce --results``), ``figures`` (one record per figure) or ``study``."""
+    prov = json.loads((folder / "provenance.json").read_text())
+    return "figures" if "figures" in prov else "sweep" if "experiment" in prov else "study"
+
+
+def committed(kind: str = "sweep"):
+    return sorted(p.parent for p in RESULTS.glob("*/provenance.json") if _kind(p.parent) == kind)
+
+
+STUDY_KEYS = {"command", "commit", "versions", "machine_start", "wall_seconds", "config"}
+
+
+@pytest.mark.parametrize("folder", committed("study"), ids=lambda p: p.name)
+def test_committed_study_names_its_command_packages_and_machine(folder):
+    """The diagnose calibration, Appendix F and OOD studies: their command regenerates the folder."""
+    prov = json.loads((folder / "provenance.json").read_text())
+    assert STUDY_KEYS <= set(prov), f"{folder.name}: provenance lacks {STUDY_KEYS - set(prov)}"
+    assert f"--out experiments/results/{folder.name}" in prov["command"]
+    assert {"torch", "pyro", "numpy"} <= set(prov["versions"]) and prov["machine_start"]["cpus"] >= 1
+    report = (folder / "report.md").read_text()
+    assert report.startswith("# ") and "|---|" in report
 
 
 FIGURE_KEYS = {"command", "commit", "packages", "machine", "files", "reductions"}

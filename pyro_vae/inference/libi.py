@@ -51,6 +51,7 @@ from pyro_vae.inference.methods import Method, register_method
 from pyro_vae.runs.progress import report as report_progress
 from pyro_vae.inference.objectives import bound
 from pyro_vae.inference.svi import TrainingError, TrainResult, _check_positive_int
+from pyro_vae.inference.trainer import NearEqualBatches, run_epochs
 from pyro_vae.metrics.normality import henze_zirkler_torch
 from pyro_vae.models import unregistered
 from pyro_vae.nets import ACTIVATIONS, MLP, BatchedLinear
@@ -224,47 +225,51 @@ def fit_likelihood(
     params = list({id(p): p for p in [*model.parameters(), *code_net.parameters()] if p.requires_grad}.values())
     optim = torch.optim.Adam(params, lr=lr)
     restarts = getattr(model, "num_restarts", None)
-    gen = torch.Generator().manual_seed(seed)
-    steps_per_epoch = -(-n // batch_size)  # near-equal minibatches, each of at least K + 2 codes
-    history: list[dict] = []
-    step = 0
-    bar = tqdm(range(1, epochs + 1), desc=f"LiBI step 1 (round {repeat + 1})", disable=not progress, leave=False)
-    for epoch in bar:
-        order = torch.randperm(n, generator=gen).to(x_train.device)
-        loss_sum, nll_sum = 0.0, 0.0
-        for idx in order.tensor_split(steps_per_epoch):
-            terms = step1_terms(model, code_net, x_train[idx], **kw)
-            if not torch.isfinite(terms.total).all():
-                bad = int((~torch.isfinite(terms.total)).nonzero()[0, 0])
-                raise TrainingError(
-                    f"LiBI step 1 loss is {terms.total[bad].item()} at step {step + 1} (epoch {epoch}, round "
-                    f"{repeat + 1}) in restart {bad}; nothing was saved"
-                )
-            if guard is not None:
-                guard.check(terms, step + 1, epoch, repeat)
-            optim.zero_grad(set_to_none=True)
-            terms.total.sum().backward()
-            norms = None
-            if clip_norm is not None or on_step is not None:  # max_norm = inf: norms only, gradients untouched
-                norms = clip_grad_norm_per_restart(params, math.inf if clip_norm is None else clip_norm, restarts)
-            if on_step is not None:
-                on_step(step + 1, terms, norms)
-            optim.step()
-            step += 1
-            report_progress(step, epoch_offset + epoch)
-            loss_sum = loss_sum + terms.total.detach() * idx.numel()
-            nll_sum = nll_sum + terms.nll.detach() * idx.numel()
+    batches = NearEqualBatches(x_train, batch_size, seed)  # each minibatch of at least K + 2 codes
+    state = {"step": 0, "epoch": 0, "terms": None, "nll": 0.0}
+
+    def on_epoch_start(epoch: int) -> None:
+        state["epoch"], state["nll"] = epoch, 0.0
+
+    def one_step(batch: torch.Tensor, i: int) -> torch.Tensor:
+        step, epoch = state["step"] + 1, epoch_offset + state["epoch"]
+        terms = step1_terms(model, code_net, batch, **kw)
+        if not torch.isfinite(terms.total).all():
+            bad = int((~torch.isfinite(terms.total)).nonzero()[0, 0])
+            raise TrainingError(
+                f"LiBI step 1 loss is {terms.total[bad].item()} at step {step} (epoch {state['epoch']}, round "
+                f"{repeat + 1}) in restart {bad}; nothing was saved"
+            )
+        if guard is not None:
+            guard.check(terms, step, state["epoch"], repeat)
+        optim.zero_grad(set_to_none=True)
+        terms.total.sum().backward()
+        norms = None
+        if clip_norm is not None or on_step is not None:  # max_norm = inf: norms only, gradients untouched
+            norms = clip_grad_norm_per_restart(params, math.inf if clip_norm is None else clip_norm, restarts)
+        if on_step is not None:
+            on_step(step, terms, norms)
+        optim.step()
+        state["step"], state["terms"] = step, terms
+        state["nll"] = state["nll"] + terms.nll.detach() * batch.shape[0]
+        return terms.total.detach() * batch.shape[0]
+
+    def validate() -> torch.Tensor:
         with torch.no_grad():
-            val = -step1_terms(model, code_net, x_val, **kw).total
-        for r in range(val.shape[0]):
-            history.append({
-                "epoch": epoch_offset + epoch, "restart": r, "train_loss": float(loss_sum[r] / n),
-                "val_objective": float(val[r]), "step": 1, "repeat": repeat, "train_nll": float(nll_sum[r] / n),
-            })
-        bar.set_postfix(loss=f"{float(loss_sum.min() / n):.4f}")
-    if guard is not None and step:
-        guard.check(terms, step, epochs, repeat, final=True)
-    return history, step
+            return -step1_terms(model, code_net, x_val, **kw).total
+
+    def on_epoch_end(epoch: int) -> dict[str, list]:
+        r = state["nll"].numel()
+        return {"step": [1] * r, "repeat": [repeat] * r, "train_nll": [float(v) for v in state["nll"] / n]}
+
+    result = run_epochs(
+        one_step, batches, epochs=epochs, num_restarts=1 if restarts is None else restarts, validate=validate,
+        on_epoch_start=on_epoch_start, on_epoch_end=on_epoch_end, desc=f"LiBI step 1 (round {repeat + 1})",
+        progress=progress, step_counter=lambda: state["step"], epoch_offset=epoch_offset,
+    )
+    if guard is not None and state["step"]:
+        guard.check(state["terms"], state["step"], epochs, repeat, final=True)
+    return result.history, state["step"]
 
 
 def _check_penalty_args(eps_hz, eps_sigma, eps_mu, repeats) -> None:

@@ -173,6 +173,15 @@ class Minibatches:
         return self.generators[0]
 
 
+class NearEqualBatches(Minibatches):
+    """One run's shuffled data cut into ``⌈N/B⌉`` near-equal minibatches (``torch.tensor_split``):
+    no short last batch, for objectives that need a minimum number of rows per batch (LiBI's
+    Henze-Zirkler statistic needs K + 2)."""
+
+    def indices(self, i: int) -> list[torch.Tensor]:
+        return [order.tensor_split(self.steps_per_epoch)[i] for order in self._orders]
+
+
 class IndexBatches(Minibatches):
     """Shuffled minibatches of row *indices* ``(B,)`` of one run's ``n`` rows (for data that is
     more than one tensor, e.g. M2's labelled splits)."""
@@ -199,6 +208,7 @@ def run_epochs(
     progress: bool = True,
     callback: Callable[[int, dict], None] | None = None,
     step_counter: Callable[[], int] | None = None,
+    epoch_offset: int = 0,
 ) -> TrainResult:
     """The epoch loop every trainer shares (module doc).
 
@@ -219,6 +229,8 @@ def run_epochs(
     step_counter : callable, optional
         Optimiser steps taken so far (methods with inner loops count their own); default: one
         per minibatch.
+    epoch_offset : int
+        Added to the epochs recorded and reported (a method that calls the loop once per round).
     """
     if seed is not None:
         pyro.set_rng_seed(seed)
@@ -237,7 +249,7 @@ def run_epochs(
             for i in range(batches.steps_per_epoch):
                 epoch_loss += step(batches.batch(i), i).detach().reshape(-1)
                 steps += 1
-                report_progress(step_counter() if step_counter else steps, epoch)
+                report_progress(step_counter() if step_counter else steps, epoch_offset + epoch)
             extra = on_epoch_end(epoch) if on_epoch_end is not None else {}
             train_loss = (epoch_loss / n).cpu()
             if epoch % val_every and epoch != epochs:
@@ -248,7 +260,7 @@ def run_epochs(
             else:
                 val = -train_loss
             for r in range(num_restarts):
-                row = {"epoch": epoch, "restart": r, "train_loss": float(train_loss[r]), "val_objective": float(val[r])}
+                row = {"epoch": epoch_offset + epoch, "restart": r, "train_loss": float(train_loss[r]), "val_objective": float(val[r])}
                 row.update({k: v[r] for k, v in extra.items()})
                 history.append(row)
                 if callback is not None:

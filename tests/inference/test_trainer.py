@@ -114,3 +114,16 @@ def test_nan_in_a_group_names_step_and_restart():
         model.decoder.net[0].weight[1].fill_(float("nan"))
     with pyro.validation_enabled(False), pytest.raises(TrainingError, match=r"step 1 \(epoch 1\).*restart 1"):
         train(model, guide, xs, epochs=1, batch_size=20, seed=[0, 1], group_restarts=[1, 1], progress=False)
+
+
+def test_near_equal_batches_cover_every_row_once_in_batches_differing_by_at_most_one():
+    """LiBI's minibatches (its Henze-Zirkler term needs K + 2 rows per batch): no short last batch."""
+    from pyro_vae.inference.trainer import NearEqualBatches
+
+    x = torch.arange(23.0).reshape(23, 1)
+    batches = NearEqualBatches(x, 10, seeds=4)
+    for _ in range(2):
+        batches.new_epoch()
+        parts = [batches.batch(i) for i in range(batches.steps_per_epoch)]
+        assert [p.shape[0] for p in parts] == [8, 8, 7]
+        assert sorted(torch.cat(parts).reshape(-1).tolist()) == x.reshape(-1).tolist()

@@ -199,3 +199,21 @@ def test_full_batch_step1_stays_below_its_start_and_libi_beats_the_vae_on_linear
     losses = [h["train_loss"] for h in result.history if h["step"] == 1 and h["restart"] == result.best_restart]
     assert len(losses) == 400 and max(losses[50:]) <= losses[0], (losses[0], max(losses[50:]))
     assert kl["libi"] < kl["vae"], kl
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_full_batch_libi_beats_the_vae_on_cubic_jte(seed):
+    """CubicJTE at the same protocol shape: LiBI's MLEO (mean over the 500 test points of
+    log p_data(x) − log p_θ(x), both by :mod:`pyro_vae.metrics.cholesky_quadrature`) is below
+    the VAE's. Measured at 400 epochs: LiBI 1.227, 1.225; VAE 46.8, 3.55 (seeds 0, 1); at 2000
+    epochs seed 0: 0.289 vs 47.7. Step 1 is *not* calm here: the selected restart's loss
+    reaches 9.3e10 after the warm-up on seed 0 (initial 2.0e5) before recovering, so no bound on
+    the loss is asserted for CubicJTE."""
+    from pyro_vae.metrics.cholesky_quadrature import family_log_marginal
+
+    ds, fitted = _full_batch_pair("cubic_jte", seed, 400)
+    x = ds.splits(0).test.x
+    truth = family_log_marginal(ds, x).log_marginal
+    kl = {m: float((truth - family_log_marginal(model, x).log_marginal).mean()) for m, (model, _) in fitted.items()}
+    assert kl["libi"] < kl["vae"], kl

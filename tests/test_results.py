@@ -82,3 +82,5 @@ def test_report_results_on_a_tiny_quick_sweep_writes_the_committed_columns(tmp_p
     assert PROVENANCE_KEYS <= set(prov) and prov["protocol"] == "reduced" and prov["runs"]["finished"] == 1
     with open(dest / "report.csv") as f:
         assert next(csv.reader(f)) == CSV_HEADER
+    noise = (dest / "report.md").read_text().split("## Metric noise", 1)[1]  # the metric's own SE beside the spread
+    assert "| circle | vae | test_loglik | — |" in noise

@@ -29,13 +29,17 @@ def sweep_dir(out: str | Path, name: str, quick: bool) -> Path:
 def write_report(experiment, folder: Path, quick: bool) -> str:
     """Build the experiment's tables from ``folder/runs`` and write report.md / report.csv."""
     from pyro_vae.io import write_csv
-    from pyro_vae.reproduce.report import build_rows, paired_differences, pairs_markdown, to_csv, to_markdown
+    from pyro_vae.reproduce.report import (
+        build_rows, metric_noise, noise_markdown, paired_differences, pairs_markdown, to_csv, to_markdown,
+    )
 
     rows = build_rows(experiment, folder / "runs", quick=quick)
     sweep = read_json(folder / "sweep.json") if (folder / "sweep.json").is_file() else {}
     pairs = paired_differences(experiment, folder / "runs", quick=quick)
     markdown = to_markdown(experiment, rows, quick=quick, reductions=sweep.get("reductions", ()))
     markdown += ("\n" + pairs_markdown(pairs)) if pairs else ""
+    noise = metric_noise(experiment, folder / "runs", quick=quick)
+    markdown += ("\n" + noise_markdown(noise)) if noise else ""
     atomic_write_text(folder / "report.md", markdown)
     atomic_write_text(folder / "report.csv", to_csv(experiment, rows))
     if pairs:

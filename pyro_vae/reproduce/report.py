@@ -235,3 +235,43 @@ def pairs_markdown(pairs: list[dict]) -> str:
         lines.append(f"| {p['dataset']} | {p['metric']} | {p['a']} | {p['b']} | {p['versions']} | "
                      f"{p['mean_diff']:+.3f} ± {se} | {p['a_lower_in']}/{p['versions']} |")
     return "\n".join(lines) + "\n"
+
+
+def metric_noise(experiment, runs_dir: str | Path, quick: bool = False, overrides: dict | None = None) -> list[dict]:
+    """Each reported metric's own noise against the spread it is judged by.
+
+    For every selected (data set, column) and every metric whose runs record ``METRIC_se`` (the
+    Monte Carlo standard error of that run's value: smooth kNN over its repeats, the IS
+    log-likelihood over test points, ...): the root mean square of those within-run SEs, the
+    standard deviation of the metric over data versions, and the repeats behind it where the run
+    records ``METRIC_repeats``. A metric is quiet enough when its own SE is small beside the
+    between-version spread and the paired differences it judges.
+    """
+    out = []
+    for (dataset, column), (_, records) in select_runs(experiment, runs_dir, quick, overrides).items():
+        for metric in experiment.metrics:
+            ms = [r.metrics or {} for r in records]
+            ses = [m.get(f"{metric}_se") for m in ms]
+            ses = [v for v in ses if isinstance(v, (int, float)) and math.isfinite(v)]
+            if not ses:
+                continue
+            _, spread = _mean_std([metric_value(m, metric) for m in ms])
+            repeats = sorted({m.get(f"{metric}_repeats") for m in ms if m.get(f"{metric}_repeats") is not None})
+            out.append({"dataset": dataset, "method": column, "metric": metric, "runs": len(ses),
+                        "within_run_se": math.sqrt(sum(v * v for v in ses) / len(ses)),
+                        "between_version_sd": spread, "repeats": ",".join(map(str, repeats)) or None})
+    return out
+
+
+def noise_markdown(rows: list[dict]) -> str:
+    """:func:`metric_noise` as a Markdown table."""
+    if not rows:
+        return ""
+    lines = ["## Metric noise: each run's own SE against the spread over data versions", "",
+             "| data set | method | metric | repeats | within-run SE (RMS) | SD over versions | runs |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        sd = "—" if r["between_version_sd"] is None else f"{r['between_version_sd']:.3f}"
+        lines.append(f"| {r['dataset']} | {r['method']} | {r['metric']} | {r['repeats'] or '—'} | "
+                     f"{r['within_run_se']:.3f} | {sd} | {r['runs']} |")
+    return "\n".join(lines) + "\n"

@@ -41,9 +41,10 @@ class Row(NamedTuple):
     selected: str  # the grid point, e.g. "particles=20"
     ours_mean: float | None
     ours_std: float | None
-    versions: int
+    versions: int  # data versions with a finite value of the metric
     paper_mean: float | None
     paper_std: float | None
+    runs: int | None = None  # finished runs of the selected point (more than ``versions`` when some lack the metric)
 
     @property
     def diff_in_paper_std(self) -> float | None:
@@ -115,10 +116,12 @@ def build_rows(experiment, runs_dir: str | Path, quick: bool = False, overrides:
     rows = []
     for (dataset, column), (point, records) in select_runs(experiment, runs_dir, quick, overrides).items():
         for metric in experiment.metrics:
-            mean, std = _mean_std([metric_value(r.metrics or {}, metric) for r in records])
+            values = [metric_value(r.metrics or {}, metric) for r in records]
+            finite = sum(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
+            mean, std = _mean_std(values)
             paper = experiment.paper_values.get(metric, {}).get(dataset, {}).get(column)
-            rows.append(Row(dataset, column, metric, point, mean, std, len(records),
-                            paper[0] if paper else None, paper[1] if paper else None))
+            rows.append(Row(dataset, column, metric, point, mean, std, finite,
+                            paper[0] if paper else None, paper[1] if paper else None, len(records)))
     return rows
 
 
@@ -151,7 +154,9 @@ def to_markdown(experiment, rows: list[Row], *, quick: bool = False, reductions:
                 if row is None:
                     cells.append("not run")
                     continue
-                cell = f"{_fmt(row.ours_mean, row.ours_std)} (n={row.versions}; {row.selected})"
+                n = f"n={row.versions}" + (f" of {row.runs} runs: the others have no value" if
+                                              row.runs is not None and row.runs > row.versions else "")
+                cell = f"{_fmt(row.ours_mean, row.ours_std)} ({n}; {row.selected})"
                 if row.paper_mean is not None:
                     diff = row.diff_in_paper_std
                     cell += f"<br>paper {_fmt(row.paper_mean, row.paper_std)}"

@@ -75,6 +75,15 @@ def test_sweep_skips_finished_runs_and_reports(tiny, tmp_path):
     assert {r.selected for r in iwae} <= {"particles=2", "particles=3"} and len({r.selected for r in iwae}) == 1
     md = to_markdown(tiny, rows)
     assert "| circle |" in md and "paper -1.000 ± 0.500" in md
+    # a metric that some runs lack (e.g. an exact log-likelihood whose grid did not converge) counts only
+    # the runs that have it, and the cell says so
+    from pyro_vae.runs.load import update_metrics
+
+    one = next(r for r in RunStore(runs_dir).list(status="finished") if r.config["method"] == "vae")
+    update_metrics(one.run_dir, {"test_loglik": None})
+    vae = next(r for r in build_rows(tiny, runs_dir) if (r.method, r.metric) == ("vae", "test_loglik"))
+    assert (vae.versions, vae.runs) == (1, 2)
+    assert "n=1 of 2 runs" in to_markdown(tiny, [vae])
     assert to_csv(tiny, rows).splitlines()[0].startswith("experiment,dataset,method,metric")
 
     from pyro_vae.reproduce.figures import experiment_figures

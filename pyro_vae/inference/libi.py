@@ -40,7 +40,6 @@ import pyro.poutine as poutine
 from pyro.poutine.util import site_is_subsample
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from pyro_vae.inference.fixed_model import fit_guide
 from pyro_vae import checks
@@ -48,7 +47,6 @@ from pyro_vae.inference.libi_stability import (
     CODE_INITS, PenaltyGuard, clip_grad_norm_per_restart, initialise_codes, regress_codes,
 )
 from pyro_vae.inference.methods import Method, register_method
-from pyro_vae.runs.progress import report as report_progress
 from pyro_vae.inference.objectives import bound
 from pyro_vae.inference.svi import TrainingError, TrainResult, _check_positive_int
 from pyro_vae.inference.trainer import NearEqualBatches, run_epochs

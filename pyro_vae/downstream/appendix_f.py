@@ -10,10 +10,8 @@ with one attacked point, as 004 Figure 7) and ``DIR/provenance.json``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 import torch
@@ -21,7 +19,7 @@ import torch
 from pyro_vae.downstream.adversarial import (
     attack_success, fit_classifier, pgd_attack, projection, true_projection,
 )
-from pyro_vae.downstream.common import provenance, train_or_reuse
+from pyro_vae.downstream.common import start_experiment, train_or_reuse
 
 DEFENCES = ("none", "true model", "mismatched model", "true manifold (oracle)")
 
@@ -111,17 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     from pyro_vae.plots.common import figure_png_bytes
     from pyro_vae.plots.downstream import projection_panels
 
-    parser = argparse.ArgumentParser(prog="python -m pyro_vae.downstream.appendix_f")
-    parser.add_argument("config")
-    parser.add_argument("--runs", required=True)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    with open(args.config, "rb") as f:
-        cfg = tomllib.load(f)
+    args, cfg, record = start_experiment("pyro_vae.downstream.appendix_f", argv)
     out = Path(args.out)
-    record = provenance(argv if argv is not None else sys.argv[1:], "pyro_vae.downstream.appendix_f", cfg)
     start = time.perf_counter()
     res = run(cfg, Path(args.runs), out, args.quick)
     dataset, models, clf, x, labels = res.pop("_figure")

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["train_or_reuse", "provenance", "finish_provenance"]
+__all__ = ["train_or_reuse", "provenance", "finish_provenance", "start_experiment"]
 
 
 def train_or_reuse(fields: dict[str, Any], runs: Path, *, progress: bool = False) -> tuple[Path, dict]:
@@ -32,6 +32,26 @@ def provenance(argv: list[str], module: str, cfg: dict) -> dict:
 
     return {"command": " ".join([Path(sys.executable).name, "-m", module, *argv]), "commit": git_commit(),
             "versions": package_versions(), "machine_start": machine_record(), "start_time": utc_now(), "config": cfg}
+
+
+def start_experiment(module: str, argv: list[str] | None) -> tuple[Any, dict, dict]:
+    """Parse ``CONFIG --runs DIR --out DIR [--quick]``, read the TOML config, pin one torch thread
+    and begin the provenance record: ``(args, cfg, record)``."""
+    import argparse
+    import tomllib
+
+    import torch
+
+    parser = argparse.ArgumentParser(prog=f"python -m {module}")
+    parser.add_argument("config")
+    parser.add_argument("--runs", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    with open(args.config, "rb") as f:
+        cfg = tomllib.load(f)
+    return args, cfg, provenance(argv if argv is not None else sys.argv[1:], module, cfg)
 
 
 def finish_provenance(record: dict) -> dict:

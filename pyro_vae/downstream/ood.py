@@ -15,18 +15,16 @@ Shifts: ``"off-manifold"`` (the true process with the noise's standard deviation
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import torch
 from scipy.stats import rankdata
 
-from pyro_vae.downstream.common import finish_provenance, provenance, train_or_reuse
+from pyro_vae.downstream.common import finish_provenance, start_experiment, train_or_reuse
 
 __all__ = ["auroc", "shifted", "main"]
 
@@ -138,16 +136,7 @@ def _markdown(cfg: dict, res: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     from pyro_vae.io import atomic_write_text, dumps_json, write_json
 
-    parser = argparse.ArgumentParser(prog="python -m pyro_vae.downstream.ood")
-    parser.add_argument("config")
-    parser.add_argument("--runs", required=True)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    with open(args.config, "rb") as f:
-        cfg = tomllib.load(f)
-    record = provenance(argv if argv is not None else sys.argv[1:], "pyro_vae.downstream.ood", cfg)
+    args, cfg, record = start_experiment("pyro_vae.downstream.ood", argv)
     start = time.perf_counter()
     out = Path(args.out)
     res = run(cfg, Path(args.runs), out, args.quick)

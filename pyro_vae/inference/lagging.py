@@ -48,7 +48,7 @@ from pyro_vae.inference.objectives import VariationalObjective
 from pyro_vae.inference.svi import (
     TrainResult, _check_positive_int, _minibatches, _num_restarts, collect_parameters, validation_objective,
 )
-from pyro_vae.inference.trainer import check_finite, guarded, run_epochs
+from pyro_vae.inference.trainer import finite_loss, run_epochs
 from pyro_vae.metrics.mutual_info import mutual_info_gaussian_encoder
 
 __all__ = ["RestartAdam", "encoder_inner_loop", "train_lagging", "train_lagging_segments"]
@@ -266,10 +266,7 @@ class _Trainer:
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         """Per-restart negative bound summed over ``x``; a non-finite one raises TrainingError."""
         where = self.loss_where() if self.loss_where is not None else self.where
-        with guarded(where):
-            per_restart = -self.elbo.per_point(self.model, self.guide, x).sum(-1)
-        check_finite(per_restart, where)
-        return per_restart
+        return finite_loss(lambda: -self.elbo.per_point(self.model, self.guide, x).sum(-1), where)
 
     def run(self, desc, on_batch, on_epoch, seed, progress, callback, on_epoch_start=None) -> TrainResult:
         """The shared engine's epoch loop: ``on_batch(epoch, x)`` → the minibatch's loss (R,);

@@ -45,7 +45,7 @@ from pyro_vae import checks
 from pyro_vae.inference.methods import Method, register_method
 from pyro_vae.inference.objectives import bound_from_log_weights, log_weights
 from pyro_vae.inference.svi import TrainResult, collect_parameters
-from pyro_vae.inference.trainer import IndexBatches, check_finite, guarded, make_optimizer, run_epochs
+from pyro_vae.inference.trainer import IndexBatches, finite_loss, make_optimizer, run_epochs
 
 KINDS = ("elbo", "iwae")
 
@@ -298,10 +298,8 @@ def train_m2(
 
     def step(idx: torch.Tensor, i: int) -> torch.Tensor:
         where = f"step {state['step'] + 1} (epoch {state['epoch']})"
-        with guarded(where):
-            loss = -m2_objective(model, guide, *_parts(train, idx), alpha=alpha, gamma=gamma, kind=objective,
-                                 num_particles=particles)
-        check_finite(loss, where)
+        loss = finite_loss(lambda: -m2_objective(model, guide, *_parts(train, idx), alpha=alpha, gamma=gamma,
+                                                 kind=objective, num_particles=particles), where)
         optim.zero_grad(set_to_none=True)
         loss.sum().backward()
         optim.step()

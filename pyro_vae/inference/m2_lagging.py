@@ -32,7 +32,7 @@ from pyro_vae import checks
 from pyro_vae.inference.lagging import LaggingSchedule, check_lin_options
 from pyro_vae.inference.m2 import KINDS, _parts, check_training_args, m2_objective, validation_objective_m2
 from pyro_vae.inference.svi import TrainResult, collect_parameters
-from pyro_vae.inference.trainer import IndexBatches, check_finite, guarded, run_epochs
+from pyro_vae.inference.trainer import IndexBatches, finite_loss, run_epochs
 from pyro_vae.metrics.mutual_info import mutual_info_gaussian_encoder
 
 __all__ = ["predicted_labels", "m2_mutual_info", "train_m2_lagging"]
@@ -103,11 +103,8 @@ def train_m2_lagging(
 
     def loss_fn(idx: torch.Tensor) -> torch.Tensor:
         """−J per restart summed over the minibatch ``idx`` of ``train``; TrainingError if not finite."""
-        with guarded(lin.where):
-            loss = -m2_objective(model, guide, *_parts(train, idx), alpha=alpha, gamma=gamma, kind=objective,
-                                 num_particles=particles)
-        check_finite(loss, lin.where)
-        return loss
+        return finite_loss(lambda: -m2_objective(model, guide, *_parts(train, idx), alpha=alpha, gamma=gamma,
+                                                 kind=objective, num_particles=particles), lin.where)
 
     lin = LaggingSchedule(loss_fn, encoder, decoder, batched, lr, dev, threshold=threshold, window=window,
                           max_inner_steps=max_inner_steps, mi_threshold=mi_threshold, inner="guide")

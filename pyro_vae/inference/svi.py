@@ -23,7 +23,7 @@ from guides.restarts import check_restart_guide
 from pyro_vae import checks
 from pyro_vae.inference.objectives import VariationalObjective
 from pyro_vae.inference.trainer import (
-    Minibatches, TrainingError, TrainResult, check_finite, guarded, make_optimizer, run_epochs,
+    Minibatches, TrainingError, TrainResult, finite_loss, make_optimizer, run_epochs,
 )
 
 __all__ = ["TrainResult", "TrainingError", "collect_parameters", "resolve_device", "train", "validation_objective"]
@@ -167,9 +167,8 @@ def train(
         if objective == "beta" and anneal_steps:
             step_beta = beta * min(1.0, (state["step"] + 1) / anneal_steps)
         where = f"step {state['step'] + 1} (epoch {state['epoch']})"
-        with guarded(where):
-            per_restart = -VariationalObjective(kind, particles, step_beta).per_point(model, guide, xb).sum(-1)  # (R,)
-        check_finite(per_restart, where)
+        per_restart = finite_loss(  # (R,)
+            lambda: -VariationalObjective(kind, particles, step_beta).per_point(model, guide, xb).sum(-1), where)
         optim.zero_grad(set_to_none=True)
         per_restart.sum().backward()
         optim.step()

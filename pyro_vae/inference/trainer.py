@@ -77,6 +77,15 @@ def guarded(where: str) -> Iterator[None]:
         raise TrainingError(f"non-finite values at {where}: {str(err).splitlines()[0]}") from err
 
 
+def finite_loss(compute: Callable[[], torch.Tensor], where: str) -> torch.Tensor:
+    """``compute()`` under :func:`guarded`, then :func:`check_finite`: the loss, or a
+    :class:`TrainingError` naming ``where``."""
+    with guarded(where):
+        loss = compute()
+    check_finite(loss, where)
+    return loss
+
+
 def make_optimizer(params: Sequence[torch.Tensor], optimizer: Any = None, lr: float = 1e-3) -> torch.optim.Optimizer:
     """A torch optimiser over ``params``.
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from pyro_vae.reproduce.experiments import experiment_names, load_experiment
-from pyro_vae.reproduce.report import build_rows, columns, to_markdown
+from pyro_vae.reproduce.report import build_rows, columns, metric_noise, to_markdown
 from pyro_vae.reproduce.sweep import run_sweep
 
 UCI = ("diabetic_retinopathy", "contraceptive", "titanic")
@@ -53,6 +53,10 @@ def test_quick_mode_runs_end_to_end_at_tiny_sizes(name, tmp_path):
     assert first and all(r.runs >= 1 for r in first)  # (versions counts only the runs with a value)
     assert any(r.ours_mean is not None for r in first)
     assert exp.datasets[0] in to_markdown(exp, rows, quick=True)
+    if exp.kind == "m2":  # the smooth kNN's own SE and repeats reach the report's noise table
+        noise = metric_noise(exp, tmp_path / "runs", quick=True, overrides=overrides)
+        assert any(r["metric"] == "smooth_knn.mean" and r["repeats"] == "1000" and r["within_run_se"] > 0
+                   for r in noise), noise
     from pyro_vae.reproduce.figures import experiment_figures
 
     written = experiment_figures(exp, tmp_path, quick=True, overrides=overrides)

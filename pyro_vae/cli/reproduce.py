@@ -22,8 +22,8 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def sweep_dir(out: str | Path, name: str, quick: bool) -> Path:
-    return Path(out) / (f"{name}-quick" if quick else name)
+def sweep_dir(out: str | Path, name: str, quick: bool, reduced: bool = False) -> Path:
+    return Path(out) / (f"{name}-quick" if quick else f"{name}-reduced" if reduced else name)
 
 
 def write_report(experiment, folder: Path, quick: bool) -> str:
@@ -53,12 +53,15 @@ def cmd_experiments(args: argparse.Namespace) -> int:
     rows = []
     for name in experiment_names():
         exp = load_experiment(name)
-        rows.append({"name": name, "title": exp.title, "runs": len(exp.runs()), "quick_runs": len(exp.runs(quick=True))})
+        reduced = exp.protocol(reduced=True).planned_runs() if exp.reduced else None
+        rows.append({"name": name, "title": exp.title, "runs": len(exp.runs()), "quick_runs": len(exp.runs(quick=True)),
+                     "reduced_runs": reduced})
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
         for r in rows:
-            print(f"{r['name']:<24s} {r['runs']:>5d} runs ({r['quick_runs']} quick)  {r['title']}")
+            extra = f", {r['reduced_runs']} reduced" if r["reduced_runs"] is not None else ""
+            print(f"{r['name']:<24s} {r['runs']:>5d} runs ({r['quick_runs']} quick{extra})  {r['title']}")
     return 0
 
 
@@ -70,24 +73,50 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     checks.output_dir("--out", args.out)
     if args.results is not None:
         checks.output_dir("--results", args.results)
-    experiment = load_experiment(args.name)
+    if args.quick and args.reduced:
+        raise ValueError("--quick and --reduced: choose one protocol (quick shrinks the paper's; reduced is the "
+                         "config's stated [reduced] section)")
+    try:
+        experiment = load_experiment(args.name).protocol(reduced=args.reduced)
+    except ValueError as err:
+        raise ValueError(str(err)) from None
     configs = checked_runs(experiment, quick=args.quick, device=args.device)
     for cfg in configs:  # every config is checked before anything is written
         try:
             checks.check_run(cfg, cfg.validate())
         except ValueError as err:
             raise ValueError(f"{experiment.source}: run {_label(cfg)}: {err}") from None
-    folder = sweep_dir(args.out, experiment.name, args.quick)
+    folder = sweep_dir(args.out, experiment.name, args.quick, args.reduced)
     atomic_write_text(folder / "experiment.toml", experiment.source.read_text())
     from pyro_vae.reproduce.results import publish_results, sweep_record
 
-    record = sweep_record(experiment.name, quick=args.quick, source=str(experiment.source), configs=len(configs),
-                          command=["pyro-vae", *sys.argv[1:]] if sys.argv else None)
+    search = experiment.search_runs(quick=args.quick, device=args.device)
+    record = sweep_record(experiment.name, quick=args.quick, source=str(experiment.source), configs=len(search),
+                          command=["pyro-vae", *sys.argv[1:]] if sys.argv else None,
+                          reductions=experiment.reductions)
+    record["reduced"] = args.reduced
     write_json(folder / "sweep.json", record)
-    print(f"{experiment.name}: {len(configs)} runs{' (quick)' if args.quick else ''} → {folder}", flush=True)
+    what = " (quick)" if args.quick else " (reduced protocol)" if args.reduced else ""
+    if experiment.search_versions:
+        print(f"{experiment.name}{what}: grid search on versions {experiment.search_versions}: {len(search)} runs, "
+              f"then the selected points on the other versions → {folder}", flush=True)
+    else:
+        print(f"{experiment.name}{what}: {len(configs)} runs → {folder}", flush=True)
+    sweep = dict(executor=args.executor, workers=args.workers, address=args.address, progress=not args.quiet,
+                 threads=args.threads, group=not args.no_group)
     start = time.perf_counter()
-    result = run_sweep(configs, folder / "runs", executor=args.executor, workers=args.workers,
-                       address=args.address, progress=not args.quiet, threads=args.threads, group=not args.no_group)
+    result = run_sweep(search, folder / "runs", **sweep)
+    if experiment.search_versions:
+        from pyro_vae.reproduce.report import select_runs
+
+        chosen = {key: point for key, (point, _) in select_runs(experiment, folder / "runs", args.quick).items()}
+        replicas = experiment.replicate_runs(chosen, quick=args.quick, device=args.device)
+        print(f"selected on versions {experiment.search_versions}: " + "; ".join(
+            f"{d}/{c}: {p}" for (d, c), p in chosen.items()) + f" → {len(replicas)} replicate runs", flush=True)
+        second = run_sweep(replicas, folder / "runs", **sweep)
+        result = type(result)(result.total + second.total, result.skipped + second.skipped, result.ran + second.ran,
+                              result.failed + second.failed)
+        record["configs"] = result.total
     seconds = time.perf_counter() - start
     write_json(folder / "sweep.json", {**record, "wall_seconds": round(seconds, 1), "ran": result.ran,
                                        "skipped": result.skipped, "failed": len(result.failed), "finished": utc_now()})
@@ -135,6 +164,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             experiment = load_experiment(folder / "experiment.toml")
         except ValueError:
             experiment = load_experiment(meta["experiment"])
+        experiment = experiment.protocol(reduced=bool(meta.get("reduced")))
         checks.output_dir("folder", folder)
         print(write_report(experiment, folder, bool(meta.get("quick"))))
         if args.results:
@@ -172,6 +202,9 @@ def add_parsers(sub) -> None:
     p = add_command(sub, "reproduce", "run an experiment's sweep and write its table beside the paper's")
     p.add_argument("name", help="an experiment name (see `pyro-vae experiments`) or a .toml path")
     p.add_argument("--quick", action="store_true", help="shrunken protocol: minutes on a 2-core CPU")
+    p.add_argument("--reduced", action="store_true",
+                   help="the config's stated [reduced] protocol (e.g. select-then-replicate), its reductions "
+                        "listed in the report and provenance.json")
     p.add_argument("--executor", default="local", choices=("local", "ray"),
                    help="local (this process, or a process pool with --workers > 1) or ray")
     p.add_argument("--workers", type=positive_int, default=default_workers(),

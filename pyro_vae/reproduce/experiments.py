@@ -2,8 +2,11 @@
 
 A config names the data sets and data versions (seeds), the methods with their
 hyper-parameter grids, the shared training protocol, the selection rule, the metrics to
-report, the paper's reported values, and what ``--quick`` shrinks. See
-``experiments/README.md`` for the format and the list.
+report, the paper's reported values, what ``--quick`` shrinks, and optionally a stated
+``[reduced]`` protocol (``--reduced``) for a sweep that does not fit the machine at the paper's:
+smaller grids or fewer epochs, each reduction listed, and *select-then-replicate* — the grid
+searched on ``search_versions`` only, then every other data version run at the selected point.
+See ``experiments/README.md`` for the format and the list.
 
 >>> exp = load_experiment("004_table2")                       # doctest: +SKIP
 >>> [cfg.method for cfg in exp.runs(quick=True)]              # doctest: +SKIP
@@ -78,6 +81,61 @@ class Experiment:
     notes: str
     figures: dict[str, Any]
     source: Path
+    reduced: dict[str, Any] = field(default_factory=dict)  # the [reduced] section, as parsed
+    search_versions: list[int] = field(default_factory=list)  # select-then-replicate: the grid's versions
+    reductions: list[str] = field(default_factory=list)  # what this protocol changes against the paper's
+
+    def protocol(self, reduced: bool = False) -> "Experiment":
+        """This experiment at the paper's protocol (itself) or at its stated ``[reduced]`` one.
+
+        The reduced protocol replaces data versions and training settings, narrows method grids
+        (``grid.LABEL = {key = [...]}``) and may search the grid on ``search_versions`` only
+        (select-then-replicate: :meth:`search_runs`, then :meth:`replicate_runs`).
+        """
+        if not reduced:
+            return self
+        if not self.reduced:
+            raise ValueError(f"{self.source}: --reduced: this experiment has no [reduced] section")
+        r = self.reduced
+        methods = [dataclasses.replace(m, grid={**m.grid, **r.get("grid", {}).get(m.column, {})}) for m in self.methods]
+        return dataclasses.replace(
+            self, versions=r.get("versions", self.versions), train={**self.train, **r.get("train", {})},
+            methods=methods, search_versions=r.get("search_versions", []), reductions=list(r["reductions"]))
+
+    def search_runs(self, quick: bool = False, device: str | None = None, overrides: dict | None = None) -> list:
+        """The runs of the grid search: every grid point on ``search_versions`` (all runs without them)."""
+        return [cfg for _, _, cfg in self.labelled_runs(quick, device, overrides)
+                if not self.search_versions or _version(cfg) in self.search_versions]
+
+    def replicate_runs(self, selected: dict[tuple[str, str], str], quick: bool = False, device: str | None = None,
+                       overrides: dict | None = None) -> list:
+        """Select-then-replicate's second step: the selected point of each (data set, column) on the
+        versions outside ``search_versions``. ``selected`` maps ``(dataset, column)`` to the point's
+        label (as :func:`pyro_vae.reproduce.report.select_runs` gives it)."""
+        if not self.search_versions:
+            return []
+        out = []
+        for spec, point, cfg in self.labelled_runs(quick, device, overrides):
+            if _version(cfg) in self.search_versions:
+                continue
+            if selected.get((cfg.dataset, self.column_of(spec, point))) == point_label(point, spec.grid):
+                out.append(cfg)
+        return out
+
+    def planned_runs(self, quick: bool = False) -> int:
+        """How many runs the sweep makes: all of them, or under select-then-replicate the grid search
+        plus one selected point per (data set, column) on every other version."""
+        labelled = self.labelled_runs(quick)
+        if not self.search_versions:
+            return len(labelled)
+        cells = {(cfg.dataset, self.column_of(spec, point)) for spec, point, cfg in labelled}
+        others = {_version(cfg) for _, _, cfg in labelled} - set(self.search_versions)
+        return len(self.search_runs(quick)) + len(cells) * len(others)
+
+    def column_of(self, spec: MethodSpec, point: dict) -> str:
+        """The report column of a method's grid point (split by ``report.split_by``)."""
+        split = {k: v for k, v in point.items() if k in self.split_by}
+        return spec.column + (f" [{point_label(split, split)}]" if split else "")
 
     def runs(self, quick: bool = False, device: str | None = None, overrides: dict | None = None) -> list[RunConfig]:
         """Every run of the sweep: data version × data set × method × grid point."""
@@ -119,6 +177,16 @@ class Experiment:
                     cfg = RunConfig(dataset=dataset, method=method.name, data_seed=version, options=options, **fields)
                 out.append((method, point, cfg))
         return out
+
+
+def point_label(point: dict, keys) -> str:
+    """A grid point as the reports name it, e.g. ``"alpha=0.1,gamma=1.0"`` (``"-"`` for none)."""
+    return ",".join(f"{k}={point[k]}" for k in sorted(keys) if k in point) or "-"
+
+
+def _version(cfg) -> int:
+    """A run config's data version: the UCI split or the data seed."""
+    return cfg.split if getattr(cfg, "dataset", None) in UCI_SETS and hasattr(cfg, "split") else cfg.data_seed
 
 
 def _require(table: dict, key: str, kind: type, where: str):
@@ -193,6 +261,7 @@ def parse_experiment(data: dict, source: Path) -> Experiment:
         raise ValueError(f"{where}: quick.train.{unknown[0]} is not a run setting")
     if _typed(quick, "grid", str, where + " [quick]", "first") not in ("first", "all"):
         raise ValueError(f"{where}: quick.grid={quick['grid']!r}, expected 'first' or 'all'")
+    reduced = _parse_reduced(data, where, fields_allowed, versions, methods)
     return Experiment(
         name=_require(data, "name", str, where),
         title=_typed(data, "title", str, where, ""),
@@ -212,7 +281,35 @@ def parse_experiment(data: dict, source: Path) -> Experiment:
         notes=_typed(data, "notes", str, where, ""),
         figures=_typed(data, "figures", dict, where, {}),
         source=source,
+        reduced=reduced,
     )
+
+
+def _parse_reduced(data: dict, where: str, fields_allowed: set, versions: list[int], methods: list[MethodSpec]) -> dict:
+    """The ``[reduced]`` section, checked: every key names what it changes, every reduction is stated."""
+    at = where + " [reduced]"
+    reduced = _typed(data, "reduced", dict, where, {})
+    if not reduced:
+        return {}
+    unknown = sorted(set(reduced) - {"reductions", "versions", "train", "grid", "search_versions"})
+    if unknown:
+        raise ValueError(f"{at}: {unknown[0]!r} is not a key; expected reductions, versions, train, grid, search_versions")
+    if not _list_of(reduced, "reductions", str, at):
+        raise ValueError(f"{at}: reductions must list what the protocol changes against the paper's")
+    run_versions = _list_of(reduced, "versions", int, at, versions, low=0)
+    unknown = sorted(set(_typed(reduced, "train", dict, at, {})) - fields_allowed)
+    if unknown:
+        raise ValueError(f"{at}: train.{unknown[0]} is not a run setting")
+    labels = {m.column: m for m in methods}
+    for label, grid in _typed(reduced, "grid", dict, at, {}).items():
+        if label not in labels:
+            raise ValueError(f"{at}: grid.{label} names no method; expected one of {sorted(labels)}")
+        if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
+            raise ValueError(f"{at}: grid.{label} must be a table of non-empty lists")
+    search = _list_of(reduced, "search_versions", int, at, [], low=0)
+    if any(v not in run_versions for v in search):
+        raise ValueError(f"{at}: search_versions={search} must be among the versions {run_versions}")
+    return reduced
 
 
 def checked_runs(experiment: Experiment, quick: bool = False, device: str | None = None) -> list:

@@ -17,7 +17,7 @@ import statistics
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
-from pyro_vae.reproduce.experiments import resolved
+from pyro_vae.reproduce.experiments import UCI_SETS, point_label, resolved
 from pyro_vae.runs.store import RunStore, config_hash
 
 
@@ -53,10 +53,6 @@ class Row(NamedTuple):
         return (self.ours_mean - self.paper_mean) / self.paper_std
 
 
-def _label(point: dict, keys) -> str:
-    return ",".join(f"{k}={point[k]}" for k in sorted(keys) if k in point) or "-"
-
-
 def columns(experiment) -> list[str]:
     """Report columns: each method's label, split by the ``report.split_by`` grid keys."""
     cols = []
@@ -64,7 +60,7 @@ def columns(experiment) -> list[str]:
         split = [k for k in experiment.split_by if k in method.grid]
         values = [dict(zip(split, v)) for v in itertools.product(*(method.grid[k] for k in split))] or [{}]
         for v in values:
-            col = method.column + (f" [{_label(v, split)}]" if v else "")
+            col = method.column + (f" [{point_label(v, split)}]" if v else "")
             if col not in cols:
                 cols.append(col)
     return cols
@@ -82,6 +78,9 @@ def select_runs(
 ) -> dict[tuple[str, str], tuple[str, list]]:
     """``(dataset, column) -> (selected grid point, its finished runs)`` by the experiment's rule.
 
+    A point's score is the mean of ``select.metric`` over its runs — over the runs on
+    ``search_versions`` only when the experiment selects-then-replicates, so the selected
+    point's replicas on the other versions do not enter its own selection.
     ``quick`` and ``overrides`` must be those the sweep ran with (they are part of each run's config).
     """
     store = RunStore(runs_dir)
@@ -91,10 +90,9 @@ def select_runs(
         rec = finished.get(config_hash(resolved(cfg).to_dict()))
         if rec is None:
             continue
-        split = {k: v for k, v in point.items() if k in experiment.split_by}
-        column = spec.column + (f" [{_label(split, split)}]" if split else "")
-        groups.setdefault((cfg.dataset, column, _label(point, spec.grid)), []).append(rec)
+        groups.setdefault((cfg.dataset, experiment.column_of(spec, point), point_label(point, spec.grid)), []).append(rec)
     sign = 1.0 if experiment.select_mode == "max" else -1.0
+    search = set(experiment.search_versions)
     selected = {}
     for dataset in experiment.datasets:
         for column in columns(experiment):
@@ -103,7 +101,8 @@ def select_runs(
                 continue
 
             def score(point: str) -> float:
-                mean, _ = _mean_std([metric_value(r.metrics or {}, experiment.select_metric) for r in candidates[point]])
+                searched = [r for r in candidates[point] if not search or _version(r) in search]
+                mean, _ = _mean_std([metric_value(r.metrics or {}, experiment.select_metric) for r in searched])
                 return -math.inf if mean is None else sign * mean
 
             point = max(candidates, key=score)
@@ -198,8 +197,9 @@ def generic_rows(runs_dir: str | Path, metrics: tuple[str, ...] = ("test_loglik"
 
 
 def _version(record) -> Any:
+    """A run's data version: the split of a UCI table, else the data seed."""
     cfg = record.config or {}
-    return cfg.get("data_seed", cfg.get("split"))
+    return cfg.get("split") if cfg.get("dataset") in UCI_SETS else cfg.get("data_seed", cfg.get("split"))
 
 
 def paired_differences(experiment, runs_dir: str | Path, quick: bool = False, overrides: dict | None = None) -> list[dict]:
@@ -245,9 +245,9 @@ def pairs_markdown(pairs: list[dict]) -> str:
 def metric_noise(experiment, runs_dir: str | Path, quick: bool = False, overrides: dict | None = None) -> list[dict]:
     """Each reported metric's own noise against the spread it is judged by.
 
-    For every selected (data set, column) and every metric whose runs record ``METRIC_se`` (the
-    Monte Carlo standard error of that run's value: smooth kNN over its repeats, the IS
-    log-likelihood over test points, ...): the root mean square of those within-run SEs, the
+    For every selected (data set, column) and every metric whose runs record its SE (``METRIC_se``,
+    or ``.se`` beside a ``.mean``: the Monte Carlo standard error of that run's value, e.g. smooth
+    kNN over its repeats, the IS log-likelihood over test points): the root mean square of those within-run SEs, the
     standard deviation of the metric over data versions, and the repeats behind it where the run
     records ``METRIC_repeats``. A metric is quiet enough when its own SE is small beside the
     between-version spread and the paired differences it judges.
@@ -256,16 +256,26 @@ def metric_noise(experiment, runs_dir: str | Path, quick: bool = False, override
     for (dataset, column), (_, records) in select_runs(experiment, runs_dir, quick, overrides).items():
         for metric in experiment.metrics:
             ms = [r.metrics or {} for r in records]
-            ses = [m.get(f"{metric}_se") for m in ms]
-            ses = [v for v in ses if isinstance(v, (int, float)) and math.isfinite(v)]
+            se_path, repeats_path = _noise_paths(metric)
+            ses = [metric_value(m, se_path) for m in ms]
+            ses = [v for v in ses if v is not None and math.isfinite(v)]
             if not ses:
                 continue
             _, spread = _mean_std([metric_value(m, metric) for m in ms])
-            repeats = sorted({m.get(f"{metric}_repeats") for m in ms if m.get(f"{metric}_repeats") is not None})
+            repeats = sorted({metric_value(m, repeats_path) for m in ms} - {None})
             out.append({"dataset": dataset, "method": column, "metric": metric, "runs": len(ses),
                         "within_run_se": math.sqrt(sum(v * v for v in ses) / len(ses)),
                         "between_version_sd": spread, "repeats": ",".join(map(str, repeats)) or None})
     return out
+
+
+def _noise_paths(metric: str) -> tuple[str, str]:
+    """Where a run keeps a metric's SE and repeats: ``METRIC_se`` beside a top-level value, or the
+    siblings ``.se`` / ``.repeats`` of a ``.mean`` (``cohorts.0.smooth_knn.mean``)."""
+    if metric.endswith(".mean"):
+        stem = metric[: -len(".mean")]
+        return f"{stem}.se", f"{stem}.repeats"
+    return f"{metric}_se", f"{metric}_repeats"
 
 
 def noise_markdown(rows: list[dict]) -> str:

@@ -39,6 +39,9 @@ def test_train_m2_discrete_semicircle_json(tmp_path, capsys):
         assert m[key] is not None, key
     assert [c["cohort"] for c in m["cohorts"]] == ["y=0", "y=1"]
     assert all(c["smooth_knn"]["n"] == 100 for c in m["cohorts"])
+    # 1 000 repeats of 100 vs 100 on fresh draws (the SE's size is checked in the metric's own tests)
+    for knn in [m["smooth_knn"], *(c["smooth_knn"] for c in m["cohorts"])]:
+        assert knn["repeats"] == 1000 and 0 < knn["se"] < 0.01 * abs(knn["mean"]) + 0.1, knn
     assert m["function_gap_true"] > 1.0  # the truth's two branches differ (004 App. H.1)
     assert 0 <= m["classifier_accuracy"] <= 1 and len(m["counterfactuals"]) == 5
     cf = m["counterfactuals"][0]

@@ -105,20 +105,23 @@ class RestartAdam:
 
 def encoder_inner_loop(
     loss_fn: Callable[[torch.Tensor], torch.Tensor], encoder_optim: RestartAdam, decoder_params: Sequence[torch.Tensor],
-    batch: Callable[[int], torch.Tensor], active: torch.Tensor, *, threshold: float = 0.1, window: int = 5,
-    max_steps: int = 100,
+    batch: Callable[[int], torch.Tensor], active: torch.Tensor, *, threshold: float | torch.Tensor = 0.1,
+    window: int | torch.Tensor = 5, max_steps: int = 100,
 ) -> torch.Tensor:
     """The aggressive inner loop: encoder-only steps of the ``active`` restarts (bool ``(R,)``).
 
     ``loss_fn(x)`` is the per-restart loss summed over ``x``, ``batch(j)`` the minibatch of
     step j. The decoder is frozen throughout. A restart stops when the mean per-point loss of
     its last ``window`` steps fell by less than ``threshold`` from the window before, or after
-    ``max_steps``. Returns the encoder steps each restart took.
+    ``max_steps``. ``threshold`` and ``window`` may be ``(R,)`` tensors (runs with different
+    T and R trained as one group). Returns the encoder steps each restart took.
     """
     active = active.clone()
     steps = torch.zeros(active.shape, dtype=torch.long, device=active.device)
     window_sum = torch.zeros(active.shape, dtype=torch.float64, device=active.device)
     previous = torch.full_like(window_sum, math.inf)
+    per_restart = torch.as_tensor(window, device=active.device).expand(active.shape)
+    threshold = torch.as_tensor(threshold, dtype=torch.float64, device=active.device)
     with _frozen(decoder_params):
         for j in range(max_steps):
             if not bool(active.any()):
@@ -129,12 +132,20 @@ def encoder_inner_loop(
             loss.sum().backward()
             encoder_optim.step(active)
             steps += active
-            window_sum += loss.detach().double() / x.shape[0]
-            if (j + 1) % window == 0:
-                current = window_sum / window
-                active &= (previous - current) >= threshold
-                previous, window_sum = current, torch.zeros_like(window_sum)
+            window_sum += loss.detach().double() / _points(x)
+            due = (j + 1) % per_restart == 0
+            if bool(due.any()):
+                current = window_sum / per_restart
+                active &= ~due | ((previous - current) >= threshold)
+                previous = torch.where(due, current, previous)
+                window_sum = torch.where(due, torch.zeros_like(window_sum), window_sum)
     return steps
+
+
+def _points(x: torch.Tensor) -> int:
+    """Data points in a minibatch: ``(B,)`` row indices, ``(B, D)`` rows, or ``(R, B, D)`` for a group
+    of runs (whose first dimension counts restarts, not points)."""
+    return x.shape[0] if x.dim() == 1 else x.shape[-2]
 
 
 def _mutual_info(guide, x: torch.Tensor, seed: int) -> torch.Tensor:
@@ -300,7 +311,8 @@ def train_lagging(
     guide :
         Needs ``distribution(x)`` (a Gaussian encoder, e.g. MeanFieldGuide) for I_q.
     threshold, window, max_inner_steps :
-        The inner loop's stopping rule (T and R of 004 App. D) and its length cap.
+        The inner loop's stopping rule (T and R of 004 App. D) and its length cap. In a group
+        (``group_restarts``), ``threshold`` and ``window`` may be one value per run.
     mi_threshold : float
         Leave aggressive mode when I_q(x; z) on ``x_val`` rose by less than this in an epoch.
     others :
@@ -314,9 +326,10 @@ def train_lagging(
         epoch), ``mutual_info`` (I_q at its end while aggressive, else None). ``steps`` counts
         inner and outer steps.
     """
-    check_lin_options(dict(threshold=threshold, window=window, max_inner_steps=max_inner_steps, mi_threshold=mi_threshold))
+    threshold, window = _per_restart_schedule(threshold, window, max_inner_steps, mi_threshold, group_restarts)
     t = _Trainer(model, guide, x_train, x_val, objective, num_particles, epochs, batch_size, lr, seed,
                  group_restarts, val_every)
+    threshold, window = threshold.to(t.batches.device), window.to(t.batches.device)
     if not callable(getattr(guide, "distribution", None)):
         raise ValueError("method 'lin' needs a guide with distribution(x) -> Normal (e.g. MeanFieldGuide) for I_q")
     batches, dev = t.batches, t.batches.device
@@ -402,14 +415,37 @@ def train_lagging_segments(
     return t.run("train lin_segments", on_batch, on_epoch, seed, progress, callback, on_epoch_start=draw_seeds)
 
 
+def _per_restart_schedule(threshold, window, max_inner_steps, mi_threshold,
+                          group_restarts) -> tuple[torch.Tensor, torch.Tensor]:
+    """The checked LIN options; T and R as tensors: scalars, or ``(R,)`` from one value per run of a group."""
+    per_run = isinstance(threshold, (list, tuple)) or isinstance(window, (list, tuple))
+    if per_run and group_restarts is None:
+        raise ValueError("threshold and window: one value per run needs group_restarts (a group of runs)")
+    runs = len(group_restarts) if per_run else 1
+    ts = list(threshold) if isinstance(threshold, (list, tuple)) else [threshold] * runs
+    ws = list(window) if isinstance(window, (list, tuple)) else [window] * runs
+    if len(ts) != runs or len(ws) != runs:
+        raise ValueError(f"threshold ({len(ts)} values) and window ({len(ws)}): expected one per run ({runs})")
+    for t_r, w_r in zip(ts, ws):
+        check_lin_options(dict(threshold=t_r, window=w_r, max_inner_steps=max_inner_steps, mi_threshold=mi_threshold))
+    if not per_run:
+        return torch.tensor(float(ts[0]), dtype=torch.float64), torch.tensor(ws[0])
+    counts = torch.tensor(list(group_restarts))
+    return (torch.tensor([float(v) for v in ts], dtype=torch.float64).repeat_interleave(counts),
+            torch.tensor(ws).repeat_interleave(counts))
+
+
 def _first_seed(seed) -> int:
     return int(seed[0]) if isinstance(seed, (list, tuple)) else int(seed)
 
 
 def _fit_lin(model, guide, x_train, x_val, config, progress: bool = True, group=None) -> TrainResult:
     o = config.options
+    threshold, window = o["threshold"], o["window"]
+    if group is not None and group.options is not None:  # T and R may differ between the group's runs
+        threshold, window = [r["threshold"] for r in group.options], [r["window"] for r in group.options]
     return train_lagging(
-        model, guide, x_train, x_val, threshold=o["threshold"], window=o["window"], max_inner_steps=o["max_inner_steps"],
+        model, guide, x_train, x_val, threshold=threshold, window=window, max_inner_steps=o["max_inner_steps"],
         mi_threshold=o["mi_threshold"], epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
         progress=progress, val_every=getattr(config, "val_every", 1), **group_kwargs(config, group),
     )
@@ -427,7 +463,7 @@ def _fit_segments(model, guide, x_train, x_val, config, progress: bool = True) -
 register_method("lin", Method(
     _fit_lin, {"threshold": 0.1, "window": 5, "max_inner_steps": 100, "mi_threshold": 0.0},
     "Lagging Inference Networks (He et al. 2019): aggressive encoder steps; T=threshold, R=window (004 App. D)",
-    check_lin_options, groupable=True,
+    check_lin_options, groupable=True, grouped_options=("threshold", "window"),
 ))
 register_method("lin_segments", Method(
     _fit_segments, {"segments": 10, "encoder_fraction": 0.5},

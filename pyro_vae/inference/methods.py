@@ -20,14 +20,17 @@ class Method(NamedTuple):
     description: str
     checks: Callable[[dict], None] | None = None  # raises ValueError for bad option values
     groupable: bool = False  # fit(..., group=Group) trains a group of runs in one vectorised loop
+    grouped_options: tuple[str, ...] = ()  # options that may differ between the runs of a group
 
 
 class Group(NamedTuple):
     """Runs trained together: their minibatch seeds and restart counts, in the model's order
-    (``x_train``/``x_val`` are then one tensor per run)."""
+    (``x_train``/``x_val`` are then one tensor per run), and each run's resolved options
+    (which may differ in the method's ``grouped_options``)."""
 
     seeds: list[int]
     restarts: list[int]
+    options: list[dict] | None = None
 
 
 METHODS: dict[str, Method] = {}

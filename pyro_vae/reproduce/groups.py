@@ -26,16 +26,21 @@ from pyro_vae.pipeline import RunConfig, finish_run, prepare_run, train_and_eval
 from pyro_vae.runs import RunStore
 from pyro_vae.runs.artefacts import ArtefactStore
 
-GROUPED_FIELDS = ("data_seed", "seed")  # what a restart batch can carry
+GROUPED_FIELDS = ("data_seed", "seed")  # what a restart batch can carry, besides a method's grouped_options
 
 
 def group_key(config: RunConfig) -> str | None:
-    """Configs with the same key train together; None for a config that trains alone."""
+    """Configs with the same key train together; None for a config that trains alone.
+
+    The key drops the data version, the seed and the method's ``grouped_options`` (LIN's T and
+    R: each restart follows its own inner-loop schedule)."""
     if not isinstance(config, RunConfig) or not METHODS[config.method].groupable:
         return None
     d = config.resolved().to_dict()
     for name in GROUPED_FIELDS:
         d.pop(name)
+    grouped = METHODS[config.method].grouped_options
+    d["options"] = {k: v for k, v in d["options"].items() if k not in grouped}
     return repr(sorted(d.items()))
 
 
@@ -83,8 +88,8 @@ def train_group(configs: Sequence[RunConfig], runs_dir: str | Path, *, progress:
         return [train_and_evaluate(configs[0], runs_dir, progress=progress)]
     keys = {group_key(c) for c in configs}
     if len(keys) != 1 or None in keys:
-        raise ValueError("train_group: the configs differ in more than data_seed and seed, or their method "
-                         "cannot train in a group")
+        raise ValueError("train_group: the configs differ in more than data_seed, seed and their method's grouped "
+                         "options, or their method cannot train in a group")
     store, artefacts = RunStore(runs_dir), ArtefactStore(runs_dir)
     for cfg in configs:
         cfg.validate()
@@ -99,7 +104,8 @@ def train_group(configs: Sequence[RunConfig], runs_dir: str | Path, *, progress:
         model = stack_restarts([p.model for p in prepared])
         guide = stack_restarts([p.guide for p in prepared])
         first = prepared[0].config
-        group = Group([p.config.seed for p in prepared], [p.config.restarts for p in prepared])
+        group = Group([p.config.seed for p in prepared], [p.config.restarts for p in prepared],
+                      [p.config.resolved().options for p in prepared])
         try:
             result = METHODS[first.method].fit(
                 model, guide, [p.splits.train.x for p in prepared], [p.splits.val.x for p in prepared], first,

@@ -62,6 +62,43 @@ def test_a_run_trained_in_a_group_equals_the_run_trained_alone(monkeypatch, name
     assert len({round(float(v), 6) for v in grouped.val_objective}) == 3  # really three different runs
 
 
+def test_lin_runs_with_different_schedules_train_as_one_group(monkeypatch):
+    """Runs with their own T and R (004 App. D's LIN grid) in one vectorised loop: each follows its
+    run trained alone, inner-loop lengths included. Noise-free draws (z = the encoder's mean), so a
+    restart whose inner loop stopped early consumes nothing that the others use."""
+    xs = [_data(120, seed=v) for v in (1, 2, 3)]
+    seeds, thresholds, windows = [7, 8, 9], [1e9, 0.0, 0.05], [2, 3, 4]
+    group_model, group_guide = _model_guide(num_restarts=3)
+    singles = [(select_restart(group_model, r), select_restart(group_guide, r)) for r in range(3)]
+    monkeypatch.setattr(dist.Normal, "rsample", lambda self, s=torch.Size(): self.loc.expand(self._extended_shape(s)))
+    common = dict(epochs=2, batch_size=40, progress=False, max_inner_steps=12, mi_threshold=-1e9)
+    grouped = train_lagging(group_model, group_guide, xs, [x[:60] for x in xs], seed=seeds, group_restarts=[1, 1, 1],
+                            threshold=thresholds, window=windows, **common)
+    inner = {}
+    for r, (model, guide) in enumerate(singles):
+        alone = train_lagging(model, guide, xs[r], xs[r][:60], seed=seeds[r], threshold=thresholds[r],
+                              window=windows[r], **common)
+        for a, b in zip(_params(model, guide), _params(select_restart(group_model, r), select_restart(group_guide, r))):
+            assert_close(a, b, rtol=1e-4, atol=1e-6, msg=f"run {r} parameters")
+        assert_close(alone.val_objective[0], grouped.val_objective[r], rtol=1e-4, msg=f"run {r} validation")
+        inner[r] = [row["inner_steps"] for row in alone.history]
+        assert inner[r] == [row["inner_steps"] for row in grouped.history if row["restart"] == r]
+    assert len({tuple(v) for v in inner.values()}) > 1  # the schedules really differ
+
+
+def test_per_run_schedules_are_checked():
+    model, guide = _model_guide(num_restarts=2)
+    x = _data(50, seed=0)
+    with pytest.raises(ValueError, match="needs group_restarts"):
+        train_lagging(model, guide, x, threshold=[0.1, 0.1], window=5, epochs=1, progress=False)
+    with pytest.raises(ValueError, match=r"expected one per run \(2\)"):
+        train_lagging(model, guide, [x, x], threshold=[0.1], window=5, seed=[0, 1], group_restarts=[1, 1],
+                      epochs=1, progress=False)
+    with pytest.raises(ValueError, match="window=0"):
+        train_lagging(model, guide, [x, x], threshold=0.1, window=[5, 0], seed=[0, 1], group_restarts=[1, 1],
+                      epochs=1, progress=False)
+
+
 def test_group_minibatches_are_each_runs_own():
     xs = [torch.arange(10.0).reshape(5, 2), 100 + torch.arange(10.0).reshape(5, 2)]
     group = Minibatches(xs, 2, [3, 4], restarts=[2, 1])

@@ -35,6 +35,13 @@ def test_groups_hold_configs_differing_only_in_version_and_seed():
     assert [len(g) for g in make_groups(a, max_restarts=4)] == [2, 2]
 
 
+def test_lin_grid_points_share_a_group_but_not_other_options():
+    lin = [RunConfig(**TINY, method="lin", options={"threshold": t, "window": w}, data_seed=v)
+           for t in (0.05, 0.1) for w in (5, 10) for v in (0, 1)]
+    other = [RunConfig(**TINY, method="lin", options={"max_inner_steps": 7}, data_seed=0)]
+    assert [len(g) for g in make_groups(lin + other)] == [8, 1]
+
+
 def test_group_records_each_run_with_its_own_data_and_selection(tmp_path):
     configs = [RunConfig(**TINY, data_seed=v) for v in (0, 1, 2)]
     summaries = train_group(configs, tmp_path)

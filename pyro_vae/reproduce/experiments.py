@@ -99,7 +99,8 @@ class Experiment:
         r = self.reduced
         methods = [dataclasses.replace(m, grid={**m.grid, **r.get("grid", {}).get(m.column, {})}) for m in self.methods]
         return dataclasses.replace(
-            self, versions=r.get("versions", self.versions), train={**self.train, **r.get("train", {})},
+            self, datasets=r.get("datasets", self.datasets), versions=r.get("versions", self.versions),
+            train={**self.train, **r.get("train", {})},
             methods=methods, search_versions=r.get("search_versions", []), reductions=list(r["reductions"]))
 
     def search_runs(self, quick: bool = False, device: str | None = None, overrides: dict | None = None) -> list:
@@ -261,7 +262,7 @@ def parse_experiment(data: dict, source: Path) -> Experiment:
         raise ValueError(f"{where}: quick.train.{unknown[0]} is not a run setting")
     if _typed(quick, "grid", str, where + " [quick]", "first") not in ("first", "all"):
         raise ValueError(f"{where}: quick.grid={quick['grid']!r}, expected 'first' or 'all'")
-    reduced = _parse_reduced(data, where, fields_allowed, versions, methods)
+    reduced = _parse_reduced(data, where, fields_allowed, datasets, versions, methods)
     return Experiment(
         name=_require(data, "name", str, where),
         title=_typed(data, "title", str, where, ""),
@@ -285,18 +286,23 @@ def parse_experiment(data: dict, source: Path) -> Experiment:
     )
 
 
-def _parse_reduced(data: dict, where: str, fields_allowed: set, versions: list[int], methods: list[MethodSpec]) -> dict:
+def _parse_reduced(data: dict, where: str, fields_allowed: set, datasets: list[str], versions: list[int],
+                   methods: list[MethodSpec]) -> dict:
     """The ``[reduced]`` section, checked: every key names what it changes, every reduction is stated."""
     at = where + " [reduced]"
     reduced = _typed(data, "reduced", dict, where, {})
     if not reduced:
         return {}
-    unknown = sorted(set(reduced) - {"reductions", "versions", "train", "grid", "search_versions"})
+    unknown = sorted(set(reduced) - {"reductions", "datasets", "versions", "train", "grid", "search_versions"})
     if unknown:
-        raise ValueError(f"{at}: {unknown[0]!r} is not a key; expected reductions, versions, train, grid, search_versions")
+        raise ValueError(f"{at}: {unknown[0]!r} is not a key; expected reductions, datasets, versions, train, grid, "
+                         "search_versions")
     if not _list_of(reduced, "reductions", str, at):
         raise ValueError(f"{at}: reductions must list what the protocol changes against the paper's")
     run_versions = _list_of(reduced, "versions", int, at, versions, low=0)
+    subset = _list_of(reduced, "datasets", str, at, datasets)
+    if not subset or any(d not in datasets for d in subset):
+        raise ValueError(f"{at}: datasets={subset} must be a non-empty subset of {datasets}")
     unknown = sorted(set(_typed(reduced, "train", dict, at, {})) - fields_allowed)
     if unknown:
         raise ValueError(f"{at}: train.{unknown[0]} is not a run setting")

@@ -17,7 +17,7 @@ TINY = textwrap.dedent(
     paper = "004"
     reference = "test"
     [data]
-    datasets = ["circle"]
+    datasets = ["circle", "figure8"]
     versions = [0, 1, 2, 3]
     [train]
     restarts = 1
@@ -33,7 +33,8 @@ TINY = textwrap.dedent(
     [report]
     metrics = ["test_loglik"]
     [reduced]
-    reductions = ["the grid searched on version 0 only", "versions 0-2 (paper: 0-3)", "S in {2, 3}"]
+    reductions = ["the grid searched on version 0 only", "versions 0-2 (paper: 0-3)", "S in {2, 3}", "circle only"]
+    datasets = ["circle"]
     versions = [0, 1, 2]
     search_versions = [0]
     grid.IWAE = { particles = [2, 3] }
@@ -54,12 +55,13 @@ def tiny(tmp_path):
 
 def test_the_paper_protocol_ignores_the_reduced_section(tiny):
     assert tiny.protocol(reduced=False) is tiny
-    assert len(tiny.runs()) == 4 * 3 and tiny.search_runs() == tiny.runs() and tiny.planned_runs() == 12
+    assert len(tiny.runs()) == 2 * 4 * 3 and tiny.search_runs() == tiny.runs() and tiny.planned_runs() == 24
 
 
 def test_reduced_protocol_narrows_the_grid_and_searches_on_version_0(tiny):
     reduced = tiny.protocol(reduced=True)
-    assert reduced.reductions == ["the grid searched on version 0 only", "versions 0-2 (paper: 0-3)", "S in {2, 3}"]
+    assert reduced.reductions[:3] == ["the grid searched on version 0 only", "versions 0-2 (paper: 0-3)", "S in {2, 3}"]
+    assert reduced.datasets == ["circle"]
     search = reduced.search_runs()
     assert sorted((c.particles, c.data_seed) for c in search) == [(2, 0), (3, 0)]
     # one selected point per (data set, column) on the 2 other versions
@@ -77,6 +79,7 @@ def test_reduced_protocol_narrows_the_grid_and_searches_on_version_0(tiny):
     ('[reduced]\nreductions = ["x"]\ngrid.IWAE = { particles = [] }\n', "non-empty lists"),
     ('[reduced]\nreductions = ["x"]\ntrain = { epoch = 3 }\n', "train.epoch is not a run setting"),
     ('[reduced]\nreductions = ["x"]\nsearch = [0]\n', "'search' is not a key"),
+    ('[reduced]\nreductions = ["x"]\ndatasets = ["moons"]\n', r"datasets=\['moons'\] must be a non-empty subset"),
 ])
 def test_a_bad_reduced_section_is_one_clear_error(tmp_path, section, message):
     text = TINY.split("[reduced]")[0] + section
@@ -118,7 +121,7 @@ def test_select_then_replicate_end_to_end(tiny, tmp_path, capsys):
     report = (results / "report.md").read_text()
     assert "**Protocol reductions:** the grid searched on version 0 only" in report and "n=3" in report
     provenance = json.loads((results / "provenance.json").read_text())
-    assert provenance["protocol"] == "reduced" and len(provenance["reductions"]) == 3
+    assert provenance["protocol"] == "reduced" and len(provenance["reductions"]) == 4
     assert provenance["runs"]["configs"] == 4 and provenance["runs"]["finished"] == 4
     # `pyro-vae report` on the folder rebuilds the same table (it reads the protocol from sweep.json)
     (folder / "report.md").unlink()

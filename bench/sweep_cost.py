@@ -14,8 +14,11 @@ Prints (with the machine's load average beside every figure):
 3. **Steps**: the per-restart ELBO step in a group of 50 restarts against a hand-written
    single-run PyTorch step, and the FLOP floor: the slice's training FLOPs over the rate that
    torch's batched matmul reaches on these shapes in the same run.
+4. **LIN's grid in one group** (``--lin-grid``): LIN's 2 × 2 grid of (T, R) over ``--versions``
+   data versions trained as one group per grid point (as before T and R could differ inside a
+   group) against one group for the whole grid, training and evaluation, in the same process.
 
-Usage: ``python bench/sweep_cost.py [--epochs 100] [--restarts 10] [--versions 1] [--skip-slice]``.
+Usage: ``python bench/sweep_cost.py [--epochs 100] [--restarts 10] [--versions 1] [--skip-slice] [--lin-grid]``.
 Run with one torch thread per process (set here) on an otherwise idle machine.
 """
 
@@ -36,7 +39,7 @@ from pyro_vae.metrics.decomposition import decompose_elbo
 from pyro_vae.models import build_vae_model, unregistered
 from pyro_vae.nets import select_restart
 from pyro_vae.pipeline import KNN_REPEATS, RunConfig, ground_truth_init, sample_model, train_and_evaluate
-from pyro_vae.reproduce.sweep import run_sweep
+from pyro_vae.reproduce.sweep import prebuild_artefacts, run_sweep
 
 
 def load() -> str:
@@ -164,6 +167,27 @@ def steps(args) -> None:
           f"-> floor {per_version / rate / 60:.1f} min on one core at that rate")
 
 
+def lin_grid(args) -> None:
+    grid = [(t, w) for t in (0.05, 0.1) for w in (5, 10)]
+    print(f"4. LIN's (T, R) grid on figure8: {len(grid)} points x {args.versions} version(s), R={args.restarts}, "
+          f"{args.epochs} epochs, S={args.eval_samples}")
+    configs = [RunConfig("figure8", method="lin", options={"threshold": t, "window": w}, data_seed=v,
+                         restarts=args.restarts, init="mixed", epochs=args.epochs, eval_samples=args.eval_samples,
+                         val_every=10) for t, w in grid for v in range(args.versions)]
+    with tempfile.TemporaryDirectory() as root:
+        for name in ("points", "grid"):  # the shared artefacts are built first, untimed, in both stores
+            prebuild_artefacts(configs, os.path.join(root, name), progress=False)
+
+        def per_point():
+            for t, w in grid:
+                point = [c for c in configs if c.options == {"threshold": t, "window": w}]
+                run_sweep(point, os.path.join(root, "points"), progress=False)
+
+        _, old = timed("one group per grid point", per_point)
+        _, new = timed("one group for the grid", lambda: run_sweep(configs, os.path.join(root, "grid"), progress=False))
+    print(f"  ratio per point / whole grid: {old / new:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=100)
@@ -173,6 +197,7 @@ def main() -> None:
     parser.add_argument("--skip-phases", action="store_true")
     parser.add_argument("--skip-slice", action="store_true")
     parser.add_argument("--skip-steps", action="store_true")
+    parser.add_argument("--lin-grid", action="store_true", help="also time LIN's grid grouped per point vs whole")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, 1 thread, {load()}")
@@ -182,6 +207,8 @@ def main() -> None:
         phases(args)
     if not args.skip_slice:
         the_slice(args)
+    if args.lin_grid:
+        lin_grid(args)
 
 
 if __name__ == "__main__":

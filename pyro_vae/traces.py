@@ -61,7 +61,7 @@ class ScaleSites(Messenger):
 class ScaleLatents(Messenger):
     """Multiply the log-density of every latent (unobserved) sample site by ``factor`` (β of the β-VAE)."""
 
-    def __init__(self, factor: float):
+    def __init__(self, factor: float | torch.Tensor):
         super().__init__()
         self.factor = factor
 
@@ -121,7 +121,7 @@ def log_weights(
     guide: Callable,
     *args,
     num_particles: int = 1,
-    latent_scale: float = 1.0,
+    latent_scale: float | torch.Tensor = 1.0,
     site_scales: dict[str, float] | None = None,
     max_plate_nesting: int = 2,
     per_point: bool = True,
@@ -137,8 +137,9 @@ def log_weights(
         Pyro programs taking the same arguments.
     num_particles : int
         S, drawn in one vectorised pass in a plate (``"particles"``) left of the model's plates.
-    latent_scale : float
-        Factor on the log-density of every latent site, in the model and the guide (β).
+    latent_scale : float or Tensor
+        Factor on the log-density of every latent site, in the model and the guide (β); an
+        ``(R, 1)`` tensor gives each restart its own (runs with different β in one group).
     site_scales : dict, optional
         Further per-site factors, by name.
     max_plate_nesting : int
@@ -160,8 +161,8 @@ def log_weights(
     program = guide if guide_handler is None else guide_handler(guide)
     with contextlib.ExitStack() as stack:
         stack.enter_context(pyro.plate(PARTICLE_PLATE, num_particles, dim=-(max_plate_nesting + 1)))
-        if latent_scale != 1.0:
-            stack.enter_context(ScaleLatents(float(latent_scale)))
+        if torch.is_tensor(latent_scale) or latent_scale != 1.0:
+            stack.enter_context(ScaleLatents(latent_scale if torch.is_tensor(latent_scale) else float(latent_scale)))
         if site_scales:
             stack.enter_context(ScaleSites(site_scales))
         guide_trace = poutine.trace(program).get_trace(*args, **kwargs)

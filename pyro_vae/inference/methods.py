@@ -21,16 +21,18 @@ class Method(NamedTuple):
     checks: Callable[[dict], None] | None = None  # raises ValueError for bad option values
     groupable: bool = False  # fit(..., group=Group) trains a group of runs in one vectorised loop
     grouped_options: tuple[str, ...] = ()  # options that may differ between the runs of a group
+    grouped_fields: tuple[str, ...] = ()  # run settings (RunConfig fields) that may differ, e.g. β
 
 
 class Group(NamedTuple):
     """Runs trained together: their minibatch seeds and restart counts, in the model's order
-    (``x_train``/``x_val`` are then one tensor per run), and each run's resolved options
-    (which may differ in the method's ``grouped_options``)."""
+    (``x_train``/``x_val`` are then one tensor per run), each run's resolved options (which
+    may differ in the method's ``grouped_options``) and its ``grouped_fields`` values."""
 
     seeds: list[int]
     restarts: list[int]
     options: list[dict] | None = None
+    fields: list[dict] | None = None
 
 
 METHODS: dict[str, Method] = {}
@@ -63,11 +65,18 @@ def group_kwargs(config, group: Group | None) -> dict[str, Any]:
     return {"seed": list(group.seeds), "group_restarts": list(group.restarts)}
 
 
+def group_beta(config, group: Group | None) -> float | list[float]:
+    """β of a run, or one β per run of a group whose runs may differ in it."""
+    if group is None or not group.fields or "beta" not in group.fields[0]:
+        return config.beta
+    return [f["beta"] for f in group.fields]
+
+
 def _svi(objective: str) -> Callable[..., TrainResult]:
     def fit(model, guide, x_train, x_val, config, progress: bool = True, group: Group | None = None) -> TrainResult:
         return train(
             model, guide, x_train, x_val,
-            objective=objective, num_particles=config.particles, beta=config.beta,
+            objective=objective, num_particles=config.particles, beta=group_beta(config, group),
             anneal_epochs=config.anneal_epochs, epochs=config.epochs, batch_size=config.batch_size,
             lr=config.lr, progress=progress, val_every=getattr(config, "val_every", 1), **group_kwargs(config, group),
         )
@@ -78,4 +87,4 @@ def _svi(objective: str) -> Callable[..., TrainResult]:
 register_method("vae", Method(_svi("elbo"), {}, "MFG-VAE: the ELBO (Trace_ELBO-equivalent)", groupable=True))
 register_method("iwae", Method(_svi("iwae"), {}, "IWAE bound with --particles S (Burda et al. 2016)", groupable=True))
 register_method("beta", Method(_svi("beta"), {}, "β-VAE with --beta and optional --anneal-epochs warm-up",
-                               groupable=True))
+                               groupable=True, grouped_fields=("beta",)))

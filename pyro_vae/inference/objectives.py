@@ -61,16 +61,18 @@ def bound(
     *,
     kind: str = "elbo",
     num_particles: int = 1,
-    beta: float = 1.0,
+    beta: float | torch.Tensor = 1.0,
     max_plate_nesting: int = 2,
 ) -> torch.Tensor:
-    """Per-data-point lower bound of ``log p_θ(x)``, shape ``([R,] N)``; see the module doc."""
+    """Per-data-point lower bound of ``log p_θ(x)``, shape ``([R,] N)``; see the module doc.
+
+    ``beta`` may be an ``(R, 1)`` tensor: one β per restart (a group of β-VAE runs)."""
     if kind not in KINDS:
         raise ValueError(f"kind={kind!r}: expected one of {KINDS}")
-    if not beta > 0:
+    if not bool(torch.as_tensor(beta).gt(0).all()):
         raise ValueError(f"beta={beta!r}: expected a positive number")
-    log_w = log_weights(model, guide, x, num_particles=num_particles, latent_scale=float(beta),
-                        max_plate_nesting=max_plate_nesting)
+    log_w = log_weights(model, guide, x, num_particles=num_particles,
+                        latent_scale=beta if torch.is_tensor(beta) else float(beta), max_plate_nesting=max_plate_nesting)
     return bound_from_log_weights(log_w, kind)
 
 

@@ -85,7 +85,7 @@ def train(
     *,
     objective: str = "elbo",
     num_particles: int = 1,
-    beta: float = 1.0,
+    beta: float | Sequence[float] = 1.0,
     anneal_epochs: int = 0,
     epochs: int = 100,
     batch_size: int = 100,
@@ -110,7 +110,8 @@ def train(
         For a *group* of runs trained together, one tensor per run (see ``group_restarts``).
     objective : {"elbo", "iwae", "beta"}
         ``"iwae"`` uses ``num_particles`` importance samples; ``"beta"`` scales the latent
-        site by ``beta``, warmed up linearly from 0 over ``anneal_epochs`` when > 0.
+        site by ``beta``, warmed up linearly from 0 over ``anneal_epochs`` when > 0. For a
+        group (``group_restarts``), ``beta`` may be one value per run.
     epochs, batch_size, lr, seed :
         Adam's learning rate; ``seed`` fixes the minibatch order and Pyro's sampling (one
         seed per run for a group).
@@ -135,7 +136,13 @@ def train(
     TrainingError
         A non-finite loss; the message names the step, epoch and restart.
     """
-    x_train, x_val = checks.training_data(model, guide, x_train, x_val, lr=lr, beta=beta, epochs=epochs,
+    per_run_beta = isinstance(beta, (list, tuple))
+    if per_run_beta and (group_restarts is None or len(beta) != len(group_restarts)):
+        raise ValueError(f"beta={beta!r}: one value per run needs a group with as many runs (group_restarts="
+                         f"{group_restarts!r})")
+    for b in beta if per_run_beta else [beta]:
+        checks.positive_number("beta", b)
+    x_train, x_val = checks.training_data(model, guide, x_train, x_val, lr=lr, epochs=epochs,
                                           batch_size=batch_size, num_particles=num_particles)
     if objective not in ("elbo", "iwae", "beta"):
         raise ValueError(f"objective={objective!r}: expected one of 'elbo', 'iwae', 'beta'")
@@ -147,9 +154,10 @@ def train(
         raise ValueError(f"anneal_epochs={anneal_epochs!r}: expected a non-negative integer")
     if not (isinstance(lr, (int, float)) and lr > 0):
         raise ValueError(f"lr={lr!r}: expected a positive number")
-    if not beta > 0:
-        raise ValueError(f"beta={beta!r}: expected a positive number")
     batches, x_val = _minibatches(model, x_train, x_val, batch_size, seed, group_restarts)
+    if per_run_beta:  # (R, 1): each restart's latent log-densities scaled by its run's β
+        beta = torch.tensor([float(b) for b in beta]).repeat_interleave(torch.tensor(list(group_restarts)))
+        beta = beta.reshape(-1, 1).to(device=batches.device, dtype=batches.xs[0].dtype)
     example = batches.batch_example()
     check_restart_guide(model, guide, example)  # one guide shared by R restarts is refused
 

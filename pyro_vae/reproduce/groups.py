@@ -32,12 +32,13 @@ GROUPED_FIELDS = ("data_seed", "seed")  # what a restart batch can carry, beside
 def group_key(config: RunConfig) -> str | None:
     """Configs with the same key train together; None for a config that trains alone.
 
-    The key drops the data version, the seed and the method's ``grouped_options`` (LIN's T and
-    R: each restart follows its own inner-loop schedule)."""
+    The key drops the data version, the seed and the method's ``grouped_options`` and
+    ``grouped_fields`` (LIN's T and R: each restart follows its own inner-loop schedule; the
+    β-VAE's β: each restart's latent log-densities carry its own factor)."""
     if not isinstance(config, RunConfig) or not METHODS[config.method].groupable:
         return None
     d = config.resolved().to_dict()
-    for name in GROUPED_FIELDS:
+    for name in GROUPED_FIELDS + METHODS[config.method].grouped_fields:
         d.pop(name)
     grouped = METHODS[config.method].grouped_options
     d["options"] = {k: v for k, v in d["options"].items() if k not in grouped}
@@ -104,8 +105,10 @@ def train_group(configs: Sequence[RunConfig], runs_dir: str | Path, *, progress:
         model = stack_restarts([p.model for p in prepared])
         guide = stack_restarts([p.guide for p in prepared])
         first = prepared[0].config
+        fields = METHODS[configs[0].method].grouped_fields
         group = Group([p.config.seed for p in prepared], [p.config.restarts for p in prepared],
-                      [p.config.resolved().options for p in prepared])
+                      [p.config.resolved().options for p in prepared],
+                      [{k: getattr(p.config, k) for k in fields} for p in prepared])
         try:
             result = METHODS[first.method].fit(
                 model, guide, [p.splits.train.x for p in prepared], [p.splits.val.x for p in prepared], first,

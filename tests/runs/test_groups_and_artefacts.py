@@ -40,6 +40,17 @@ def test_lin_grid_points_share_a_group_but_not_other_options():
            for t in (0.05, 0.1) for w in (5, 10) for v in (0, 1)]
     other = [RunConfig(**TINY, method="lin", options={"max_inner_steps": 7}, data_seed=0)]
     assert [len(g) for g in make_groups(lin + other)] == [8, 1]
+    betas = [RunConfig(**TINY, method="beta", beta=b, data_seed=v) for b in (0.5, 2.0) for v in (0, 1)]
+    warmed = [RunConfig(**TINY, method="beta", beta=2.0, anneal_epochs=1, data_seed=0)]
+    assert [len(g) for g in make_groups(betas + warmed)] == [4, 1]
+
+
+def test_a_group_of_beta_runs_records_each_runs_own_beta(tmp_path):
+    configs = [RunConfig(**TINY, method="beta", beta=b, data_seed=0) for b in (0.5, 5.0)]
+    summaries = train_group(configs, tmp_path, progress=False)
+    for cfg, summary in zip(configs, summaries):
+        loaded = load_run(summary["run_dir"])
+        assert loaded.config["beta"] == cfg.beta and loaded.metrics["group_size"] == 2
 
 
 def test_group_records_each_run_with_its_own_data_and_selection(tmp_path):

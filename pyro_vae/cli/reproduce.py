@@ -212,7 +212,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--threads", type=positive_int, default=1,
                    help="torch threads per worker (1 avoids oversubscribing the cores)")
     p.add_argument("--no-group", action="store_true",
-                   help="train every run alone instead of grouping runs that differ only in data version and seed")
+                   help="train every run alone instead of grouping runs that differ only in data version, seed, LIN's T and R or β")
     p.add_argument("--address", default=None, help="Ray cluster address (default: a local instance)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto (default: the config's)")
     p.add_argument("--out", default="reproductions", help="folder of sweeps (created if missing)")

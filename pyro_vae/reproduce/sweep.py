@@ -1,7 +1,7 @@
 """Resumable sweeps: run every config of an experiment once, whatever was killed before.
 
 A run is identified by the hash of its resolved config. Configs that differ only in data
-version and seed train as one vectorised group (:mod:`pyro_vae.reproduce.groups`), each
+version, seed, LIN's T and R or the β-VAE's β train as one vectorised group (:mod:`pyro_vae.reproduce.groups`), each
 still recorded as its own run. ``run_sweep`` skips the configs the
 store already holds as *finished*; a run killed mid-way reads back as "stale" (or "failed",
 "interrupted") and is run again in place of the dead one (``RunStore.settle``), so a sweep
@@ -139,8 +139,8 @@ def run_sweep(
     """Run each of ``configs`` (RunConfigs) that is not finished in ``runs_dir``.
 
     Configs are validated and their method options resolved before anything runs, so a bad
-    config fails the whole sweep up front. Configs that differ only in data version and seed
-    train together as one vectorised group (``group=True``; :mod:`pyro_vae.reproduce.groups`)
+    config fails the whole sweep up front. Configs that differ only in data version, seed,
+    LIN's T and R or β train together as one vectorised group (``group=True``; :mod:`pyro_vae.reproduce.groups`)
     and are recorded as separate runs. Failures of single runs (e.g. NaN) are recorded in the
     store and returned; the sweep goes on. Every worker uses ``threads`` torch threads.
     """

@@ -185,9 +185,13 @@ def point_label(point: dict, keys) -> str:
     return ",".join(f"{k}={point[k]}" for k in sorted(keys) if k in point) or "-"
 
 
-def _version(cfg) -> int:
-    """A run config's data version: the UCI split or the data seed."""
-    return cfg.split if getattr(cfg, "dataset", None) in UCI_SETS and hasattr(cfg, "split") else cfg.data_seed
+def data_version(config: dict) -> Any:
+    """A run config's data version (as a dict): the split of a UCI table, else the data seed."""
+    return config.get("split") if config.get("dataset") in UCI_SETS else config.get("data_seed", config.get("split"))
+
+
+def _version(cfg) -> Any:
+    return data_version(cfg.to_dict())
 
 
 def _require(table: dict, key: str, kind: type, where: str):

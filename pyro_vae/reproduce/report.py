@@ -17,7 +17,7 @@ import statistics
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
-from pyro_vae.reproduce.experiments import UCI_SETS, point_label, resolved
+from pyro_vae.reproduce.experiments import data_version, point_label, resolved
 from pyro_vae.runs.store import RunStore, config_hash
 
 
@@ -197,9 +197,7 @@ def generic_rows(runs_dir: str | Path, metrics: tuple[str, ...] = ("test_loglik"
 
 
 def _version(record) -> Any:
-    """A run's data version: the split of a UCI table, else the data seed."""
-    cfg = record.config or {}
-    return cfg.get("split") if cfg.get("dataset") in UCI_SETS else cfg.get("data_seed", cfg.get("split"))
+    return data_version(record.config or {})
 
 
 def paired_differences(experiment, runs_dir: str | Path, quick: bool = False, overrides: dict | None = None) -> list[dict]:

@@ -114,8 +114,9 @@ def stop_workers_on_interrupt(pool, grace: float = 10.0) -> Iterator[None]:
     try:
         yield
     except BaseException:
+        # the executor keeps no public handle on its processes, and shutdown() drops the private one
+        procs = list((getattr(pool, "_processes", None) or {}).values())
         pool.shutdown(wait=False, cancel_futures=True)
-        procs = list((getattr(pool, "_processes", None) or {}).values())  # the executor keeps no public handle
         for proc in procs:
             try:
                 proc.terminate()

@@ -117,6 +117,33 @@ def test_sigterm_and_sigint_mark_the_run_interrupted_at_its_step(tmp_path, capsy
 
 
 @pytest.mark.slow
+def test_sigterm_to_a_reproduce_with_workers_stops_them_and_marks_their_runs(tmp_path, capsys):
+    """The pool's workers are signalled too (not left to finish their runs): the command exits
+    within the workers' grace period, no process of its group is left, and no run looks alive."""
+    config = tmp_path / "long.toml"
+    config.write_text(TINY.replace("epochs = 2", "epochs = 5000"))
+    out = tmp_path / "out"
+    runs = out / "tiny" / "runs"
+    proc = _spawn(["reproduce", str(config), "--out", str(out), "--no-figures", "--quiet", "--workers", "2"], tmp_path)
+    _wait(lambda: sum(1 for r in _rows(runs / "index.sqlite") if r[1] == "running" and r[2]) == 2,
+          "two runs training in two workers", proc)
+    start = time.time()
+    proc.send_signal(signal.SIGTERM)  # the parent only, as a scheduler or `kill PID` would
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("reproduce did not exit within 60 s of SIGTERM: its workers kept training")
+    assert proc.returncode == 143, err
+    assert time.time() - start < 30
+    time.sleep(0.5)
+    with pytest.raises(ProcessLookupError):  # no worker outlived the command
+        os.killpg(proc.pid, 0)
+    statuses = {r["status"] for r in _listing(runs, capsys)}
+    assert "running" not in statuses and "interrupted" in statuses, statuses
+
+
+@pytest.mark.slow
 def test_reproduce_killed_and_resumed_keeps_one_row_per_config(tmp_path, capsys):
     config = tmp_path / "tiny.toml"
     config.write_text(TINY)

@@ -24,6 +24,11 @@ def test_config_validates_and_carries_the_papers_numbers(name):
     assert 0 < len(quick) <= len(full)
     for cfg in full:
         cfg.validate()  # every method, option and data set exists
+    if exp.reduced:  # the stated reduced protocol: fewer runs, every one valid, its reductions listed
+        reduced = exp.protocol(reduced=True)
+        assert reduced.reductions and 0 < len(reduced.search_runs()) <= reduced.planned_runs() < len(full)
+        for cfg in reduced.runs():
+            cfg.validate()
     # every paper value names a data set and a column of the report
     cols = set(columns(exp))
     for metric, per_dataset in exp.paper_values.items():

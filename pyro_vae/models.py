@@ -38,8 +38,26 @@ def unregistered():
         _REGISTRATION["enabled"] = previous
 
 
+@contextlib.contextmanager
+def recorded_modules():
+    """Inside the block, programs do not register and the modules they would register are
+    collected in the list this yields (so their own parameters are found without reading
+    Pyro's param store, which may hold another model's tensors under the same names)."""
+    previous = dict(_REGISTRATION)
+    found: list[nn.Module] = []
+    _REGISTRATION.update(enabled=False, record=found)
+    try:
+        yield found
+    finally:
+        _REGISTRATION.clear()
+        _REGISTRATION.update(previous)
+
+
 def register(name: str, module: nn.Module) -> None:
-    """``pyro.module(name, module)`` unless inside :func:`unregistered`."""
+    """``pyro.module(name, module)`` unless inside :func:`unregistered` or :func:`recorded_modules`."""
+    record = _REGISTRATION.get("record")
+    if record is not None:
+        record.append(module)
     if _REGISTRATION["enabled"]:
         pyro.module(name, module)
 

@@ -22,6 +22,7 @@ from torch import nn
 from guides.restarts import check_restart_guide
 from pyro_vae import checks
 from pyro_vae.inference.objectives import VariationalObjective
+from pyro_vae.models import recorded_modules
 from pyro_vae.inference.trainer import (
     Minibatches, TrainingError, TrainResult, finite_loss, make_optimizer, run_epochs,
 )
@@ -48,7 +49,12 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def collect_parameters(*programs: Callable, example_args: tuple = ()) -> list[nn.Parameter]:
-    """Trainable tensors of Pyro programs: module parameters plus any ``pyro.param`` they use."""
+    """Trainable tensors of Pyro programs: module parameters plus any ``pyro.param`` they use.
+
+    The programs run once with this package's modules unregistered (their parameters are read
+    off the modules they would register): Pyro's param store may still hold, under the same
+    names, the tensors of a model trained earlier in this process, of another shape.
+    """
     params: dict[int, torch.Tensor] = {}
     for prog in programs:
         if isinstance(prog, nn.Module):
@@ -57,9 +63,14 @@ def collect_parameters(*programs: Callable, example_args: tuple = ()) -> list[nn
     if example_args:  # run once to see their pyro.params, on a forked random stream, validating nothing
         dev = next((a.device for a in example_args if isinstance(a, torch.Tensor)), torch.device("cpu"))
         cuda = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda), pyro.validation_enabled(False), poutine.trace(param_only=True) as tr:
+        with torch.random.fork_rng(devices=cuda), pyro.validation_enabled(False), recorded_modules() as modules, \
+                poutine.trace(param_only=True) as tr:
             for prog in programs:
                 prog(*example_args)
+        for module in modules:
+            for p in module.parameters():
+                if p.requires_grad:
+                    params.setdefault(id(p), p)
         for site in tr.trace.nodes.values():
             value = site["value"]
             p = value.unconstrained() if hasattr(value, "unconstrained") else value  # a PyroModule's local param

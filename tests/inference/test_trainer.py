@@ -195,3 +195,24 @@ def test_near_equal_batches_cover_every_row_once_in_batches_differing_by_at_most
         parts = [batches.batch(i) for i in range(batches.steps_per_epoch)]
         assert [p.shape[0] for p in parts] == [8, 8, 7]
         assert sorted(torch.cat(parts).reshape(-1).tolist()) == x.reshape(-1).tolist()
+
+
+def test_an_earlier_models_tensors_in_the_param_store_are_not_collected():
+    """A sweep's worker trains groups of different sizes one after another, and Pyro's param store
+    keeps the earlier model's tensors under the same names: only the current modules' parameters
+    are trained (LIN's per-restart optimiser used to collect the stale ones and refuse their shape)."""
+    from pyro_vae.inference.svi import collect_parameters
+
+    pyro.clear_param_store()
+    try:
+        x = torch.randn(40, 2, generator=torch.Generator().manual_seed(0))
+        earlier_model, earlier_guide = build_vae_model(1, 2, 0.1, num_restarts=5), MeanFieldGuide(2, 1, num_restarts=5)
+        pyro.module(earlier_model.name, earlier_model)
+        pyro.module(earlier_guide.name, earlier_guide)
+        model, guide = build_vae_model(1, 2, 0.1, num_restarts=3), MeanFieldGuide(2, 1, num_restarts=3)
+        found = collect_parameters(model, guide, example_args=(x[:4],))
+        assert {id(p) for p in found} == {id(p) for p in [*model.parameters(), *guide.parameters()]}
+        result = train_lagging(model, guide, x, x, epochs=1, batch_size=20, progress=False)
+        assert result.val_objective.shape == (3,) and bool(torch.isfinite(result.val_objective).all())
+    finally:
+        pyro.clear_param_store()

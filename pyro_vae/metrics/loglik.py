@@ -131,11 +131,25 @@ def importance_log_likelihood(
 def exact_log_likelihood(
     decoder: Callable, noise_var: torch.Tensor | float, x: torch.Tensor, latent_dim: int, prior: str = "normal"
 ) -> torch.Tensor | None:
-    """``log p(x)`` per point by grid quadrature when ``latent_dim ≤ 2`` and the grid converges, else None."""
+    """``log p(x)`` per point by grid quadrature when ``latent_dim ≤ 2``, else None.
+
+    First one grid shared by every x (:func:`~pyro_vae.posterior.quadrature.log_marginal_quadrature`);
+    where it does not converge — posteriors narrower than its finest spacing, e.g. 000's Gaussian
+    set with σ² = 1e-6 — a grid fitted to each x (:func:`~pyro_vae.posterior.grid.grid_posterior`,
+    as for the truth's log-likelihood). None when neither converges for every x.
+    """
     if latent_dim > 2:
         return None
     res = log_marginal_quadrature(decoder, noise_var, x, latent_dim, prior=prior)
-    return res.log_marginal if res.converged else None
+    if res.converged:
+        return res.log_marginal
+    from pyro_vae.posterior.grid import grid_posterior
+    from pyro_vae.posterior.target import PosteriorTarget
+
+    var = torch.as_tensor(noise_var, dtype=torch.float64).detach().cpu().reshape(-1).expand(x.shape[-1])
+    dtype = next((p.dtype for p in getattr(decoder, "parameters", lambda: [])()), x.dtype)
+    post = grid_posterior(PosteriorTarget(decoder, var.clone(), latent_dim, prior, dtype), x, keep_density=False)
+    return post.log_marginal if bool(post.converged.all()) else None
 
 
 def true_log_likelihood(dataset, x: torch.Tensor) -> torch.Tensor:

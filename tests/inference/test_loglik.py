@@ -127,6 +127,19 @@ def test_refined_quadrature_matches_the_dense_grid(k, prior):
     assert_close(blocked, torch.logsumexp(terms, -1), atol=1e-9, msg="blocked sum")
 
 
+def test_exact_loglik_resolves_posteriors_narrower_than_the_shared_grid():
+    """σ² = 1e-6 (000's Gaussian set): the shared grid cannot resolve posteriors ~1e-3 wide; the
+    per-x grid then gives the closed-form marginal."""
+    noise_var = 1e-6
+    model, w, b, marginal, x = _linear_case(2, 4, noise_var, seed=5)
+    assert not log_marginal_quadrature(model.decoder, noise_var, x[:50], 2).converged
+    exact = exact_log_likelihood(model.decoder, torch.tensor(noise_var), x[:50], 2)
+    assert exact is not None
+    w64 = w.double()  # the covariance in float64: in float32, w wᵀ's rounding is as large as σ²
+    truth = dist.MultivariateNormal(b.double(), w64 @ w64.T + noise_var * torch.eye(4, dtype=torch.float64))
+    assert_close(exact, truth.log_prob(x[:50].double()), atol=2e-3, msg="per-x grid vs closed form")
+
+
 def test_exact_loglik_is_none_beyond_two_dimensions():
     assert exact_log_likelihood(lambda z: z, 0.1, torch.zeros(3, 3), 3) is None
 

@@ -33,7 +33,11 @@ class _Family(nn.Module):
         super().__init__()
         _check_restarts(num_restarts)
         self.num_restarts = num_restarts
-        self.lead: tuple[int, ...] = () if num_restarts is None else (num_restarts,)
+
+    @property
+    def lead(self) -> tuple[int, ...]:
+        """The restart dimension, read from ``num_restarts`` (which stacking and slicing change)."""
+        return () if self.num_restarts is None else (self.num_restarts,)
 
     def _shape_noise(self, v: torch.Tensor) -> torch.Tensor:
         """(D,) or (R, D) variances -> (D,) or (R, 1, D)."""

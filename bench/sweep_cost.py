@@ -42,7 +42,7 @@ from pyro_vae.inference import VariationalObjective, validation_objective
 from pyro_vae.metrics import importance_log_likelihood, mutual_info_gaussian_encoder, smooth_knn_test, true_log_likelihood
 from pyro_vae.metrics.decomposition import decompose_elbo
 from pyro_vae.models import build_vae_model, unregistered
-from pyro_vae.nets import select_restart
+from pyro_vae.nets import MLP, select_restart
 from pyro_vae.pipeline import KNN_REPEATS, RunConfig, ground_truth_init, sample_model, train_and_evaluate
 from pyro_vae.reproduce.sweep import prebuild_artefacts, run_sweep
 
@@ -226,11 +226,7 @@ def exact_loglik(args) -> None:
     print("5. exact log-likelihood: 3x50 leaky-ReLU decoder, 2000 test points in 5-D, sigma^2 = 0.01")
     for k in (1, 2):
         torch.manual_seed(k)
-        layers, width = [], k
-        for _ in range(3):
-            layers += [torch.nn.Linear(width, 50), torch.nn.LeakyReLU()]
-            width = 50
-        f = torch.nn.Sequential(*layers, torch.nn.Linear(50, 5)).requires_grad_(False)
+        f = MLP(k, 5).requires_grad_(False)  # the papers' 3 x 50 leaky-ReLU decoder
         x = f(torch.randn(2000, k)) + 0.1 * torch.randn(2000, 5)
         old, t_old = timed(f"K={k} previous refinement (all x, term by term)", lambda: _previous_quadrature(f, 0.01, x, k))
         new, t_new = timed(f"K={k} per-x refinement (nested, blocked)",

@@ -118,6 +118,14 @@ finite_float = _typed("float", _finite)
 fraction = _typed("float", _fraction)
 
 
+def comma_list(text: str) -> list[str]:
+    """Comma-separated names, e.g. ``gaussian,mobius`` (no empty name)."""
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected comma-separated names, e.g. a,b")
+    return names
+
+
 def seed_int(text: str) -> int:
     """A seed: an integer in [0, 2**63 - 1]."""
     value = nonneg_int(text)

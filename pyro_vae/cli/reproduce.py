@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from pyro_vae.cli.common import add_command, flags_of, positive_int
+from pyro_vae.cli.common import add_command, comma_list, flags_of, positive_int
 from pyro_vae.io import atomic_write_text, read_json, write_json
 from pyro_vae.provenance import utc_now
 
@@ -77,7 +77,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         raise ValueError("--quick and --reduced: choose one protocol (quick shrinks the paper's; reduced is the "
                          "config's stated [reduced] section)")
     try:
-        experiment = load_experiment(args.name).protocol(reduced=args.reduced)
+        experiment = load_experiment(args.name).protocol(reduced=args.reduced).restrict(args.datasets)
     except ValueError as err:
         raise ValueError(str(err)) from None
     configs = checked_runs(experiment, quick=args.quick, device=args.device)
@@ -95,6 +95,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
                           command=["pyro-vae", *sys.argv[1:]] if sys.argv else None,
                           reductions=experiment.reductions)
     record["reduced"] = args.reduced
+    record["datasets"] = args.datasets
     write_json(folder / "sweep.json", record)
     what = " (quick)" if args.quick else " (reduced protocol)" if args.reduced else ""
     if experiment.search_versions:
@@ -164,7 +165,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             experiment = load_experiment(folder / "experiment.toml")
         except ValueError:
             experiment = load_experiment(meta["experiment"])
-        experiment = experiment.protocol(reduced=bool(meta.get("reduced")))
+        experiment = experiment.protocol(reduced=bool(meta.get("reduced"))).restrict(meta.get("datasets"))
         checks.output_dir("folder", folder)
         print(write_report(experiment, folder, bool(meta.get("quick"))))
         if args.results:
@@ -205,6 +206,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--reduced", action="store_true",
                    help="the config's stated [reduced] protocol (e.g. select-then-replicate), its reductions "
                         "listed in the report and provenance.json")
+    p.add_argument("--datasets", type=comma_list, default=None, metavar="A,B",
+                   help="only these of the protocol's data sets (listed among the report's reductions)")
     p.add_argument("--executor", default="local", choices=("local", "ray"),
                    help="local (this process, or a process pool with --workers > 1) or ray")
     p.add_argument("--workers", type=positive_int, default=default_workers(),

@@ -19,7 +19,7 @@ import itertools
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -89,7 +89,8 @@ class Experiment:
         """This experiment at the paper's protocol (itself) or at its stated ``[reduced]`` one.
 
         The reduced protocol replaces data versions and training settings, narrows method grids
-        (``grid.LABEL = {key = [...]}``) and may search the grid on ``search_versions`` only
+        (``grid.LABEL = {key = [...]}``), may select grid points by another metric
+        (``select = {metric, mode}``) and may search the grid on ``search_versions`` only
         (select-then-replicate: :meth:`search_runs`, then :meth:`replicate_runs`).
         """
         if not reduced:
@@ -98,10 +99,28 @@ class Experiment:
             raise ValueError(f"{self.source}: --reduced: this experiment has no [reduced] section")
         r = self.reduced
         methods = [dataclasses.replace(m, grid={**m.grid, **r.get("grid", {}).get(m.column, {})}) for m in self.methods]
+        select = r.get("select", {})
         return dataclasses.replace(
             self, datasets=r.get("datasets", self.datasets), versions=r.get("versions", self.versions),
-            train={**self.train, **r.get("train", {})},
+            train={**self.train, **r.get("train", {})}, select_metric=select.get("metric", self.select_metric),
+            select_mode=select.get("mode", self.select_mode),
             methods=methods, search_versions=r.get("search_versions", []), reductions=list(r["reductions"]))
+
+    def restrict(self, datasets: Sequence[str] | None, flag: str = "--datasets") -> "Experiment":
+        """This protocol on a subset of its data sets (``None``: all of them), the restriction
+        listed among its reductions. A name outside the protocol's data sets is a ValueError
+        naming ``flag``."""
+        if datasets is None:
+            return self
+        unknown = [d for d in datasets if d not in self.datasets]
+        if not datasets or unknown:
+            raise ValueError(f"{flag} {','.join(datasets)!r}: {unknown[0] if unknown else 'empty'} is not a data set of "
+                             f"this protocol; expected a comma-separated subset of {self.datasets}")
+        if set(datasets) == set(self.datasets):
+            return self
+        kept = [d for d in self.datasets if d in datasets]
+        line = f"the data sets {', '.join(kept)} only ({flag}; this protocol has {', '.join(self.datasets)})"
+        return dataclasses.replace(self, datasets=kept, reductions=[*self.reductions, line])
 
     def search_runs(self, quick: bool = False, device: str | None = None, overrides: dict | None = None) -> list:
         """The runs of the grid search: every grid point on ``search_versions`` (all runs without them)."""
@@ -297,10 +316,15 @@ def _parse_reduced(data: dict, where: str, fields_allowed: set, datasets: list[s
     reduced = _typed(data, "reduced", dict, where, {})
     if not reduced:
         return {}
-    unknown = sorted(set(reduced) - {"reductions", "datasets", "versions", "train", "grid", "search_versions"})
+    unknown = sorted(set(reduced) - {"reductions", "datasets", "versions", "train", "grid", "search_versions", "select"})
     if unknown:
         raise ValueError(f"{at}: {unknown[0]!r} is not a key; expected reductions, datasets, versions, train, grid, "
-                         "search_versions")
+                         "search_versions, select")
+    select = _typed(reduced, "select", dict, at, {})
+    if set(select) - {"metric", "mode"}:
+        raise ValueError(f"{at}: select.{sorted(set(select) - {'metric', 'mode'})[0]} is not a key; expected metric, mode")
+    if not isinstance(select.get("metric", ""), str) or select.get("mode", "min") not in ("min", "max"):
+        raise ValueError(f"{at}: select = {select!r}: metric must be a metric name and mode 'min' or 'max'")
     if not _list_of(reduced, "reductions", str, at):
         raise ValueError(f"{at}: reductions must list what the protocol changes against the paper's")
     run_versions = _list_of(reduced, "versions", int, at, versions, low=0)

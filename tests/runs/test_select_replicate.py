@@ -80,6 +80,8 @@ def test_reduced_protocol_narrows_the_grid_and_searches_on_version_0(tiny):
     ('[reduced]\nreductions = ["x"]\ntrain = { epoch = 3 }\n', "train.epoch is not a run setting"),
     ('[reduced]\nreductions = ["x"]\nsearch = [0]\n', "'search' is not a key"),
     ('[reduced]\nreductions = ["x"]\ndatasets = ["moons"]\n', r"datasets=\['moons'\] must be a non-empty subset"),
+    ('[reduced]\nreductions = ["x"]\nselect = { metric = "m", order = "min" }\n', "select.order is not a key"),
+    ('[reduced]\nreductions = ["x"]\nselect = { metric = "m", mode = "low" }\n', "mode 'min' or 'max'"),
 ])
 def test_a_bad_reduced_section_is_one_clear_error(tmp_path, section, message):
     text = TINY.split("[reduced]")[0] + section
@@ -132,3 +134,41 @@ def test_select_then_replicate_end_to_end(tiny, tmp_path, capsys):
     assert main(["reproduce", str(tiny.source), "--reduced", "--out", str(out), "--workers", "1", "--quiet",
                  "--no-figures"]) == 0
     assert "ran 0, skipped 4" in capsys.readouterr().out
+
+
+def test_reduced_select_replaces_the_selection_rule(tmp_path):
+    text = TINY.replace('grid.IWAE = { particles = [2, 3] }', 'grid.IWAE = { particles = [2, 3] }\nselect = { metric = "test_loglik", mode = "min" }')
+    exp = load_experiment(write(tmp_path, text))
+    assert (exp.select_metric, exp.select_mode) == ("val_objective", "max")
+    reduced = exp.protocol(reduced=True)
+    assert (reduced.select_metric, reduced.select_mode) == ("test_loglik", "min")
+
+
+def test_datasets_restricts_the_protocol_and_lists_it(tiny):
+    paper = tiny.restrict(["figure8"])
+    assert paper.datasets == ["figure8"] and {c.dataset for c in paper.runs()} == {"figure8"}
+    assert paper.reductions == ["the data sets figure8 only (--datasets; this protocol has circle, figure8)"]
+    assert tiny.restrict(None) is tiny and tiny.restrict(["figure8", "circle"]) is tiny  # all of them: no reduction
+    with pytest.raises(ValueError, match=r"--datasets 'figure8,moons': moons is not a data set of this protocol"):
+        tiny.restrict(["figure8", "moons"])
+    with pytest.raises(ValueError, match="figure8 is not a data set"):
+        tiny.protocol(reduced=True).restrict(["figure8"])  # the reduced protocol has circle only
+
+
+def test_datasets_flag_runs_the_subset_and_report_keeps_it(tmp_path, capsys):
+    text = TINY.split("[reduced]")[0].replace("versions = [0, 1, 2, 3]", "versions = [0]").replace(
+        "grid = { particles = [2, 3, 4] }", "grid = { particles = [2] }")
+    path, out = write(tmp_path, text), tmp_path / "out"
+    assert main(["reproduce", str(path), "--datasets", "moons", "--out", str(out), "--quiet"]) == 2
+    assert "--datasets 'moons'" in capsys.readouterr().err and not out.exists()  # refused before any write
+    assert main(["reproduce", str(path), "--datasets", "figure8", "--out", str(out), "--workers", "1", "--quiet",
+                 "--no-figures", "--results", str(tmp_path / "results")]) == 0
+    folder = out / "tiny_replicate"
+    assert [r.config["dataset"] for r in RunStore(folder / "runs").list(status="finished")] == ["figure8"]
+    provenance = json.loads((tmp_path / "results" / "provenance.json").read_text())
+    assert provenance["protocol"] == "reduced" and "figure8 only (--datasets" in provenance["reductions"][0]
+    report = (folder / "report.md").read_text()
+    assert "| figure8 |" in report and "| circle |" not in report
+    (folder / "report.md").unlink()
+    assert main(["report", str(folder)]) == 0
+    assert (folder / "report.md").read_text() == report

@@ -126,24 +126,16 @@ def log_marginal(
     err = torch.zeros(x.shape[0], dtype=torch.float64)
     todo = torch.ones(x.shape[0], dtype=torch.bool)
     if use_grid:
-        from pyro_vae.posterior.grid import grid_posterior
-
         if target is None or probe.latent_dim > 2:
             raise ValueError("quadrature needs K <= 2 and a N(0, I) prior")
-        from pyro_vae.posterior.quadrature import log_marginal_quadrature
+        from pyro_vae.metrics.loglik import grid_log_likelihood
 
-        target = target._replace(noise_var=target.noise_var * noise_scale)
         with torch.no_grad():
-            shared = log_marginal_quadrature(probe.f, target.noise_var, x, probe.latent_dim)
-        if shared.converged:
-            lp = shared.log_marginal.double().cpu()
-            todo = torch.zeros_like(todo)
-        else:  # posteriors too narrow for one shared grid: a grid fitted to each x
-            with torch.no_grad():
-                res = grid_posterior(target, x, keep_density=False)
-            done = res.converged.cpu() if method == "auto" else torch.ones_like(todo)
-            lp[done] = res.log_marginal.double().cpu()[done]
-            todo = ~done
+            grid_lp, converged = grid_log_likelihood(probe.f, target.noise_var * noise_scale, x, probe.latent_dim,
+                                                     dtype=probe.dtype)
+        done = converged if method == "auto" else torch.ones_like(todo)
+        lp[done] = grid_lp.double().cpu()[done]
+        todo = ~done
     if bool(todo.any()):  # importance sampling where the grid did not converge (or was not asked)
         rows_todo = x[todo.to(x.device)]
         parts, errs = [], []

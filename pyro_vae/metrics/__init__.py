@@ -4,7 +4,7 @@ Inputs may be NumPy arrays or torch tensors.
 """
 
 from .aggregate import AggregatePosterior, aggregate_posterior
-from .loglik import LogLikEstimate, exact_log_likelihood, importance_log_likelihood, true_log_likelihood
+from .loglik import LogLikEstimate, exact_log_likelihood, grid_log_likelihood, importance_log_likelihood, true_log_likelihood
 from .guidelines import ClassOverlap, ResidualNormality, class_overlap, residual_normality
 from .mutual_info import EncoderMutualInfo, mutual_info_encoder, mutual_info_gaussian_encoder, mutual_info_ksg, mutual_info_per_dim
 from .noise import elbo_noise_var, optimal_noise_var
@@ -22,6 +22,7 @@ __all__ = [
     "class_overlap",
     "elbo_noise_var",
     "exact_log_likelihood",
+    "grid_log_likelihood",
     "henze_zirkler",
     "henze_zirkler_penalty",
     "henze_zirkler_torch",

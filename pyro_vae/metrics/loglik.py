@@ -128,28 +128,42 @@ def importance_log_likelihood(
     return LogLikEstimate(float(per_point.mean()), se, float(ess.mean()), mc_se, per_point, proposal)
 
 
-def exact_log_likelihood(
-    decoder: Callable, noise_var: torch.Tensor | float, x: torch.Tensor, latent_dim: int, prior: str = "normal"
-) -> torch.Tensor | None:
-    """``log p(x)`` per point by grid quadrature when ``latent_dim ≤ 2``, else None.
+def grid_log_likelihood(
+    decoder: Callable, noise_var: torch.Tensor | float, x: torch.Tensor, latent_dim: int, prior: str = "normal",
+    dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log p(x), converged)`` per point by grid quadrature (``latent_dim ≤ 2``).
 
     First one grid shared by every x (:func:`~pyro_vae.posterior.quadrature.log_marginal_quadrature`);
     where it does not converge — posteriors narrower than its finest spacing, e.g. 000's Gaussian
     set with σ² = 1e-6 — a grid fitted to each x (:func:`~pyro_vae.posterior.grid.grid_posterior`,
-    as for the truth's log-likelihood). None when neither converges for every x.
+    as for the truth's log-likelihood), whose per-point convergence is returned. ``dtype``: the
+    dtype ``decoder`` is evaluated in (default: its parameters').
     """
     if latent_dim > 2:
-        return None
+        raise ValueError(f"latent_dim={latent_dim}: grid quadrature needs K <= 2")
     res = log_marginal_quadrature(decoder, noise_var, x, latent_dim, prior=prior)
     if res.converged:
-        return res.log_marginal
+        return res.log_marginal, torch.ones(x.shape[0], dtype=torch.bool)
     from pyro_vae.posterior.grid import grid_posterior
     from pyro_vae.posterior.target import PosteriorTarget
 
     var = torch.as_tensor(noise_var, dtype=torch.float64).detach().cpu().reshape(-1).expand(x.shape[-1])
-    dtype = next((p.dtype for p in getattr(decoder, "parameters", lambda: [])()), x.dtype)
+    if dtype is None:
+        dtype = next((p.dtype for p in getattr(decoder, "parameters", lambda: [])()), x.dtype)
     post = grid_posterior(PosteriorTarget(decoder, var.clone(), latent_dim, prior, dtype), x, keep_density=False)
-    return post.log_marginal if bool(post.converged.all()) else None
+    return post.log_marginal, post.converged.cpu()
+
+
+def exact_log_likelihood(
+    decoder: Callable, noise_var: torch.Tensor | float, x: torch.Tensor, latent_dim: int, prior: str = "normal"
+) -> torch.Tensor | None:
+    """``log p(x)`` per point by grid quadrature when ``latent_dim ≤ 2`` (:func:`grid_log_likelihood`),
+    else None; None too when the grid does not converge for every x."""
+    if latent_dim > 2:
+        return None
+    log_p, converged = grid_log_likelihood(decoder, noise_var, x, latent_dim, prior)
+    return log_p if bool(converged.all()) else None
 
 
 def true_log_likelihood(dataset, x: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from common import assert_close, assert_within_se
-from pyro_vae.metrics.loglik import exact_log_likelihood, importance_log_likelihood
+from pyro_vae.metrics.loglik import exact_log_likelihood, grid_log_likelihood, importance_log_likelihood
 from pyro_vae.models import VAEModel
 from pyro_vae.posterior.quadrature import latent_grid, log_marginal_quadrature, log_sum_over_grid
 
@@ -138,10 +138,14 @@ def test_exact_loglik_resolves_posteriors_narrower_than_the_shared_grid():
     w64 = w.double()  # the covariance in float64: in float32, w wᵀ's rounding is as large as σ²
     truth = dist.MultivariateNormal(b.double(), w64 @ w64.T + noise_var * torch.eye(4, dtype=torch.float64))
     assert_close(exact, truth.log_prob(x[:50].double()), atol=2e-3, msg="per-x grid vs closed form")
+    log_p, converged = grid_log_likelihood(model.decoder, torch.tensor(noise_var), x[:50], 2)
+    assert converged.dtype == torch.bool and bool(converged.all()) and torch.equal(log_p, exact)
 
 
 def test_exact_loglik_is_none_beyond_two_dimensions():
     assert exact_log_likelihood(lambda z: z, 0.1, torch.zeros(3, 3), 3) is None
+    with pytest.raises(ValueError, match="latent_dim=3: grid quadrature needs K <= 2"):
+        grid_log_likelihood(lambda z: z, 0.1, torch.zeros(3, 3), 3)
 
 
 def test_importance_sampling_rejects_batched_models_and_bad_sizes():

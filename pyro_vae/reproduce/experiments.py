@@ -84,6 +84,7 @@ class Experiment:
     reduced: dict[str, Any] = field(default_factory=dict)  # the [reduced] section, as parsed
     search_versions: list[int] = field(default_factory=list)  # select-then-replicate: the grid's versions
     reductions: list[str] = field(default_factory=list)  # what this protocol changes against the paper's
+    select_fallback: list[str] = field(default_factory=list)  # metrics that select where select_metric has no value
 
     def protocol(self, reduced: bool = False) -> "Experiment":
         """This experiment at the paper's protocol (itself) or at its stated ``[reduced]`` one.
@@ -104,6 +105,7 @@ class Experiment:
             self, datasets=r.get("datasets", self.datasets), versions=r.get("versions", self.versions),
             train={**self.train, **r.get("train", {})}, select_metric=select.get("metric", self.select_metric),
             select_mode=select.get("mode", self.select_mode),
+            select_fallback=list(select.get("fallback", self.select_fallback)),
             methods=methods, search_versions=r.get("search_versions", []), reductions=list(r["reductions"]))
 
     def restrict(self, datasets: Sequence[str] | None, flag: str = "--datasets") -> "Experiment":
@@ -298,6 +300,7 @@ def parse_experiment(data: dict, source: Path) -> Experiment:
         methods=methods,
         select_metric=_typed(select, "metric", str, where + " [select]", "val_objective"),
         select_mode=mode,
+        select_fallback=_list_of(select, "fallback", str, where + " [select]", []),
         metrics=_list_of(report, "metrics", str, where + " [report]", ["test_loglik"]),
         split_by=_list_of(report, "split_by", str, where + " [report]", []),
         paper_values=_typed(data, "paper_values", dict, where, {}),
@@ -321,10 +324,12 @@ def _parse_reduced(data: dict, where: str, fields_allowed: set, datasets: list[s
         raise ValueError(f"{at}: {unknown[0]!r} is not a key; expected reductions, datasets, versions, train, grid, "
                          "search_versions, select")
     select = _typed(reduced, "select", dict, at, {})
-    if set(select) - {"metric", "mode"}:
-        raise ValueError(f"{at}: select.{sorted(set(select) - {'metric', 'mode'})[0]} is not a key; expected metric, mode")
+    if set(select) - {"metric", "mode", "fallback"}:
+        raise ValueError(f"{at}: select.{sorted(set(select) - {'metric', 'mode', 'fallback'})[0]} is not a key; "
+                         "expected metric, mode, fallback")
     if not isinstance(select.get("metric", ""), str) or select.get("mode", "min") not in ("min", "max"):
         raise ValueError(f"{at}: select = {select!r}: metric must be a metric name and mode 'min' or 'max'")
+    _list_of(select, "fallback", str, at + " select", [])
     if not _list_of(reduced, "reductions", str, at):
         raise ValueError(f"{at}: reductions must list what the protocol changes against the paper's")
     run_versions = _list_of(reduced, "versions", int, at, versions, low=0)

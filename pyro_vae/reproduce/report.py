@@ -14,6 +14,7 @@ import io
 import itertools
 import math
 import statistics
+import warnings
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
@@ -78,7 +79,8 @@ def select_runs(
 ) -> dict[tuple[str, str], tuple[str, list]]:
     """``(dataset, column) -> (selected grid point, its finished runs)`` by the experiment's rule.
 
-    A point's score is the mean of ``select.metric`` over its runs — over the runs on
+    A point's score is the mean of ``select.metric`` over its runs (where no point of a cell has
+    it, the first of ``select.fallback`` that some point has) — over the runs on
     ``search_versions`` only when the experiment selects-then-replicates, so the selected
     point's replicas on the other versions do not enter its own selection.
     ``quick`` and ``overrides`` must be those the sweep ran with (they are part of each run's config).
@@ -100,12 +102,18 @@ def select_runs(
             if not candidates:
                 continue
 
-            def score(point: str) -> float:
+            def score(point: str, metric: str) -> float:
                 searched = [r for r in candidates[point] if not search or _version(r) in search]
-                mean, _ = _mean_std([metric_value(r.metrics or {}, experiment.select_metric) for r in searched])
+                mean, _ = _mean_std([metric_value(r.metrics or {}, metric) for r in searched])
                 return -math.inf if mean is None else sign * mean
 
-            point = max(candidates, key=score)
+            rules = [experiment.select_metric, *experiment.select_fallback]
+            metric = next((m for m in rules if any(score(p, m) > -math.inf for p in candidates)), None)
+            if metric is None:
+                warnings.warn(f"{dataset}/{column}: no run has {' or '.join(rules)}; the first grid point stands "
+                              "in for a selection", RuntimeWarning, stacklevel=2)
+                metric = rules[0]
+            point = max(candidates, key=lambda p: score(p, metric))
             selected[(dataset, column)] = (point, candidates[point])
     return selected
 

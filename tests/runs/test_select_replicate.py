@@ -82,6 +82,7 @@ def test_reduced_protocol_narrows_the_grid_and_searches_on_version_0(tiny):
     ('[reduced]\nreductions = ["x"]\ndatasets = ["moons"]\n', r"datasets=\['moons'\] must be a non-empty subset"),
     ('[reduced]\nreductions = ["x"]\nselect = { metric = "m", order = "min" }\n', "select.order is not a key"),
     ('[reduced]\nreductions = ["x"]\nselect = { metric = "m", mode = "low" }\n', "mode 'min' or 'max'"),
+    ('[reduced]\nreductions = ["x"]\nselect = { metric = "m", fallback = "n" }\n', "fallback"),
 ])
 def test_a_bad_reduced_section_is_one_clear_error(tmp_path, section, message):
     text = TINY.split("[reduced]")[0] + section
@@ -172,3 +173,26 @@ def test_datasets_flag_runs_the_subset_and_report_keeps_it(tmp_path, capsys):
     (folder / "report.md").unlink()
     assert main(["report", str(folder)]) == 0
     assert (folder / "report.md").read_text() == report
+
+
+def test_fallback_metric_selects_where_the_first_has_no_value(tiny, tmp_path):
+    """``select.fallback``: a cell in which no point has the selection metric is selected by the
+    first fallback metric some point has; a point without the metric loses to one with it."""
+    from dataclasses import replace
+
+    from pyro_vae.reproduce.experiments import resolved
+
+    exp = replace(tiny.protocol(reduced=True), select_metric="exact", select_fallback=["is"], select_mode="max")
+
+    def selected(values, folder, experiment=exp):
+        store = RunStore(tmp_path / folder)
+        for cfg in experiment.search_runs():
+            with store.start(resolved(cfg).to_dict()) as run:
+                run.finish(values[cfg.particles])
+        return select_runs(experiment, tmp_path / folder)[("circle", "IWAE")][0]
+
+    assert selected({2: {"is": 1.0}, 3: {"is": 2.0}}, "a") == "particles=3"  # no "exact": "is" decides
+    assert selected({2: {"is": 1.0}, 3: {"is": 2.0}}, "b", replace(exp, select_mode="min")) == "particles=2"
+    assert selected({2: {"exact": -5.0, "is": 1.0}, 3: {"is": 2.0}}, "c") == "particles=2"  # "exact" decides
+    with pytest.warns(RuntimeWarning, match="no run has exact or none"):
+        selected({2: {"is": 1.0}, 3: {"is": 2.0}}, "d", replace(exp, select_fallback=["none"]))

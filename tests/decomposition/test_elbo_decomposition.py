@@ -56,6 +56,26 @@ def test_identity_holds_for_a_mismatched_model():
     assert_close(dec.mleo, (pp["log_p_data"] - pp["log_p_model"]).mean(), atol=1e-12)
     assert dec.model_log_lik_method == "quadrature" and dec.num_points == 300
     assert dec.mleo > 1.0 and dec.pmo > 0  # a random linear decoder explains the data poorly
+    assert 0 <= dec.model_log_lik_change <= 1e-4
+
+
+def test_quadrature_stands_where_its_last_change_is_within_the_accepted_bound():
+    """A tolerance no grid reaches (1e-13 nats): the quadrature stands when every point's last
+    refinement moved it by at most ``quadrature_accept``, and matches the closed-form marginal
+    to that bound; otherwise importance sampling gives log p_θ(x)."""
+    ds = get_dataset("linear_jte")
+    x, _ = ds.sample(50, seed=1)
+    torch.manual_seed(0)
+    model = VAEModel(nn.Linear(2, 2), 2, 2, 0.02)
+    guide = optimal_guide(linear_gaussian_params(model))
+    kept = decompose_elbo(model, guide, x, ds, num_particles=5, num_samples=200, seed=0, quadrature_tol=1e-13,
+                          quadrature_accept=1e-2)
+    assert kept.model_log_lik_method == "quadrature" and 1e-13 < kept.model_log_lik_change <= 1e-2
+    truth = marginal(linear_gaussian_params(model)).log_prob(x.double())
+    assert_close(kept.per_point["log_p_model"], truth, atol=max(kept.model_log_lik_change, 1e-6), msg="vs closed form")
+    refused = decompose_elbo(model, guide, x, ds, num_particles=5, num_samples=200, seed=0, quadrature_tol=1e-13,
+                             quadrature_accept=0.0)
+    assert refused.model_log_lik_method == "importance" and refused.model_log_lik_change == 0.0
 
 
 def test_linear_jte_ground_truth_with_optimal_guide_gives_the_closed_forms():

@@ -184,7 +184,7 @@ def evaluate_model(
 
     ``test_loglik`` (importance sampling, Eq. 48 of 000) with its SE over test points, Monte
     Carlo SE and ESS; ``test_loglik_exact`` by quadrature when K ≤ 2 (else None), with the largest change
-    of any point at its grid's last refinement (``test_loglik_exact_change``, a bound on its error);
+    of any point at its grid's last refinement (``test_loglik_exact_change``, the size of its last correction);
     ``true_loglik`` under the ground-truth process; ``test_elbo`` per point; the split
     −ELBO = entropy + MLEO + PMO (``elbo``, ``mleo``, ``pmo``; Eq. 2 of 000); the smooth k-NN
     statistic between samples of p_θ(x) and the test set (``KNN_REPEATS`` draws of 100 vs 100,

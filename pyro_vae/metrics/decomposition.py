@@ -58,7 +58,8 @@ class Decomposition(NamedTuple):
         ``"closed_form"``, ``"quadrature"`` or ``"importance"``.
     model_log_lik_change : float
         Quadrature: the largest change of any point's ``log p_θ(x_n)`` at its grid's last
-        refinement (a bound on its error; 0 otherwise).
+        refinement (the size of its last correction, not a strict bound on its error: a
+        run of 000's Gaussian set accepted at 0.008 nats was 0.02 nats below a denser grid's mean; 0 otherwise).
     num_points : int
     per_point : dict
         ``elbo``, ``log_p_model``, ``log_p_data`` as (N,) float64 tensors.

@@ -10,7 +10,9 @@ Prints (with the machine's load average beside every figure):
    2 × 2 grid — for ``--versions`` data versions): the per-run path (every run alone, its own
    GT initialisation and true log-likelihood, validation every epoch) against the sweep's path
    (runs grouped over data versions, shared artefacts, validation every 10 epochs), in the same
-   process, as a ratio. Both paths use this tree's evaluation code.
+   process, as a ratio; then the sweep's path with ``--slice-workers`` workers (the wall time
+   a user sees). ``--skip-per-run`` times the sweep's path only. Both paths use this tree's
+   evaluation code.
 3. **Steps**: the per-restart ELBO step in a group of 50 restarts against a hand-written
    single-run PyTorch step, and the FLOP floor: the slice's training FLOPs over the rate that
    torch's batched matmul reaches on these shapes in the same run.
@@ -22,7 +24,7 @@ Prints (with the machine's load average beside every figure):
    grid, densities term by term) against the current one (per-x refinement, nested grids,
    blocked matrix products), with the largest difference between the two.
 
-Usage: ``python bench/sweep_cost.py [--epochs 100] [--restarts 10] [--versions 1] [--skip-slice] [--lin-grid] [--exact]``.
+Usage: ``python bench/sweep_cost.py [--epochs 100] [--restarts 10] [--versions 1] [--skip-slice] [--skip-per-run] [--slice-workers 2] [--lin-grid] [--exact]``.
 Run with one torch thread per process (set here) on an otherwise idle machine.
 """
 
@@ -108,10 +110,16 @@ def the_slice(args) -> None:
             for i, cfg in enumerate(slice_configs(args, val_every=1)):
                 train_and_evaluate(cfg, os.path.join(root, f"alone-{i}"), progress=False)
 
-        _, old = timed("per-run path (alone, nothing shared)", per_run)
-        _, new = timed("sweep path (grouped, shared artefacts)",
-                       lambda: run_sweep(slice_configs(args, val_every=10), os.path.join(root, "sweep"), progress=False))
-    print(f"  ratio per-run / sweep: {old / new:.2f}x")
+        def sweep(workers):
+            return lambda: run_sweep(slice_configs(args, val_every=10), os.path.join(root, f"sweep-{workers}"),
+                                     progress=False, workers=workers)
+
+        old = None if args.skip_per_run else timed("per-run path (alone, nothing shared)", per_run)[1]
+        _, new = timed("sweep path (grouped, shared artefacts), 1 worker", sweep(1))
+        if args.slice_workers > 1:
+            timed(f"sweep path, {args.slice_workers} workers (1 thread each; target <= 8 min)", sweep(args.slice_workers))
+    if old is not None:
+        print(f"  ratio per-run / sweep: {old / new:.2f}x")
 
 
 def steps(args) -> None:
@@ -243,6 +251,8 @@ def main() -> None:
     parser.add_argument("--skip-phases", action="store_true")
     parser.add_argument("--skip-slice", action="store_true")
     parser.add_argument("--skip-steps", action="store_true")
+    parser.add_argument("--skip-per-run", action="store_true", help="time the slice's sweep path only")
+    parser.add_argument("--slice-workers", type=int, default=2, help="also time the slice's sweep with this many workers")
     parser.add_argument("--lin-grid", action="store_true", help="also time LIN's grid grouped per point vs whole")
     parser.add_argument("--exact", action="store_true", help="also time the exact log-likelihood, previous vs current")
     args = parser.parse_args()

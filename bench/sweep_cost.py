@@ -11,7 +11,7 @@ Prints (with the machine's load average beside every figure):
    GT initialisation and true log-likelihood, validation every epoch) against the sweep's path
    (runs grouped over data versions, shared artefacts, validation every 10 epochs), in the same
    process, as a ratio; then the sweep's path with ``--slice-workers`` workers (the wall time
-   a user sees). ``--skip-per-run`` times the sweep's path only. Both paths use this tree's
+   a user sees). ``--skip-per-run`` times only that. Both paths use this tree's
    evaluation code.
 3. **Steps**: the per-restart ELBO step in a group of 50 restarts against a hand-written
    single-run PyTorch step, and the FLOP floor: the slice's training FLOPs over the rate that
@@ -114,9 +114,11 @@ def the_slice(args) -> None:
             return lambda: run_sweep(slice_configs(args, val_every=10), os.path.join(root, f"sweep-{workers}"),
                                      progress=False, workers=workers)
 
-        old = None if args.skip_per_run else timed("per-run path (alone, nothing shared)", per_run)[1]
-        _, new = timed("sweep path (grouped, shared artefacts), 1 worker", sweep(1))
-        if args.slice_workers > 1:
+        old = new = None
+        if not args.skip_per_run:
+            _, old = timed("per-run path (alone, nothing shared)", per_run)
+            _, new = timed("sweep path (grouped, shared artefacts), 1 worker", sweep(1))
+        if args.slice_workers > 1 or args.skip_per_run:
             timed(f"sweep path, {args.slice_workers} workers (1 thread each; target <= 8 min)", sweep(args.slice_workers))
     if old is not None:
         print(f"  ratio per-run / sweep: {old / new:.2f}x")

@@ -134,6 +134,19 @@ def test_killed_sweep_resumes_without_repeating(tiny, tmp_path):
     assert len(hashes) == 6 == len(set(hashes))  # every config finished exactly once
 
 
+def test_costly_groups_start_first(tiny, tmp_path):
+    """Groups run longest first (LPT): IWAE S=3, then S=2, then the VAE (each grouped over 2 versions)."""
+    order = []
+
+    def execute(cfgs, root, threads):
+        order.append({(c["method"], c["particles"] if c["method"] == "iwae" else None) for c in cfgs})
+        return []
+
+    result = run_sweep(tiny.runs(), tmp_path / "runs", progress=False, execute=execute)
+    assert result.ran == 6 and not result.failed
+    assert order == [{("iwae", 3)}, {("iwae", 2)}, {("vae", None)}]
+
+
 def test_bad_sweep_arguments(tiny, tmp_path):
     with pytest.raises(ValueError, match="executor='slurm'"):
         run_sweep(tiny.runs(), tmp_path / "r", executor="slurm")

@@ -45,8 +45,9 @@ from pyro_vae.metrics import importance_log_likelihood, mutual_info_gaussian_enc
 from pyro_vae.metrics.decomposition import decompose_elbo
 from pyro_vae.models import build_vae_model, unregistered
 from pyro_vae.nets import MLP, select_restart
-from pyro_vae.pipeline import KNN_REPEATS, RunConfig, ground_truth_init, sample_model, train_and_evaluate
+from pyro_vae.pipeline import KNN_REPEATS, RunConfig, sample_model, train_and_evaluate
 from pyro_vae.reproduce.sweep import prebuild_artefacts, run_sweep
+from pyro_vae.truth_init import ground_truth_init
 
 
 def load() -> str:

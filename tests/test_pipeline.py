@@ -64,7 +64,7 @@ def test_config_round_trip_and_unknown_keys():
 def test_copy_into_restart_places_a_single_model_in_one_restart():
     from pyro_vae.models import build_vae_model
     from pyro_vae.nets import select_restart
-    from pyro_vae.pipeline import copy_into_restart
+    from pyro_vae.truth_init import copy_into_restart
 
     torch.manual_seed(0)
     batched = build_vae_model(1, 2, 0.01, hidden=(4,), num_restarts=3)

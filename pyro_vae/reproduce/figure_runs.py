@@ -80,7 +80,8 @@ def fit_jte(dataset: str, method: str, *, epochs: int = JTE_SETTINGS["epochs"],
     from pyro_vae.inference.libi import code_network_for, train_libi
     from pyro_vae.inference.methods import METHODS
     from pyro_vae.nets import select_restart
-    from pyro_vae.pipeline import RunConfig, evaluate_model, ground_truth_init, prepare_run
+    from pyro_vae.pipeline import RunConfig, evaluate_model, prepare_run
+    from pyro_vae.truth_init import ground_truth_init
 
     if method not in JTE_METHODS:
         raise ValueError(f"method={method!r}: expected one of {JTE_METHODS}")

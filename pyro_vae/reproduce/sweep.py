@@ -62,7 +62,8 @@ def _build_artefact(config_dict: dict, runs_dir: str, stage: str, threads: int |
     import torch
 
     torch.set_num_threads(threads or 1)
-    from pyro_vae.pipeline import RunConfig, build_shared_artefacts
+    from pyro_vae.pipeline import RunConfig
+    from pyro_vae.truth_init import build_shared_artefacts
 
     return build_shared_artefacts(RunConfig.from_dict(config_dict), runs_dir, stage)
 
@@ -72,7 +73,8 @@ def prebuild_artefacts(configs: Sequence, runs_dir: str | Path, *, workers: int 
     """Build the shared artefacts of ``configs`` (unsupervised runs) once per key, ``workers`` at a
     time, before any group trains: runs that share one then never build it twice. Returns how
     many were built or found."""
-    from pyro_vae.pipeline import RunConfig, shared_artefact_keys
+    from pyro_vae.pipeline import RunConfig
+    from pyro_vae.truth_init import shared_artefact_keys
 
     unsupervised = [c for c in configs if isinstance(c, RunConfig)]
     count = 0

@@ -31,7 +31,8 @@ name = "vae"
 
 # ------------------------------------------------------------------------------------ set-ups
 def _fake_run(tmp, *, status="finished"):
-    from pyro_vae.pipeline import RunConfig, build_model_and_guide, params_state
+    from pyro_vae.pipeline import RunConfig, build_model_and_guide
+    from pyro_vae.run_steps import params_state
     from pyro_vae.runs import RunStore
 
     config = RunConfig("circle", hidden=(4,), epochs=1, eval_samples=10).resolved()

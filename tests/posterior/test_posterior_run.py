@@ -13,7 +13,8 @@ import torch
 from pyro_vae.cli import main
 from pyro_vae.inference.fixed_model import fit_guide
 from pyro_vae.io import save_state
-from pyro_vae.pipeline import load_trained, params_state
+from pyro_vae.pipeline import load_trained
+from pyro_vae.run_steps import params_state
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -42,6 +42,23 @@ def test_ground_truth_decoder_matches_the_truth(name):
     assert bad["smooth_knn"] > m["smooth_knn"] + 10 * bad["smooth_knn_se"]
 
 
+def test_test_bounds_order_elbo_below_iwae_below_the_exact_loglik_and_are_seeded():
+    """ELBO ≤ IWAE-20 ≤ log p(x) (Burda et al. 2016, Thm. 1) on the true decoder with an untrained q,
+    where each gap is nats wide; the same seed gives the same values and leaves the caller's RNG alone."""
+    ds = get_dataset("figure8")
+    test = ds.splits(seed=0).test
+    model = VAEModel(TrueDecoder(ds.f), 1, 2, ds.obs_noise_var())
+    torch.manual_seed(0)
+    guide = MeanFieldGuide(2, 1, hidden=(8,))
+    state = torch.get_rng_state()
+    m = evaluate_model(model, guide, ds, test.x, eval_samples=200, seed=3)
+    assert torch.equal(state, torch.get_rng_state())
+    assert m["test_elbo"] + 0.5 < m["test_iwae"] < m["test_loglik_exact"]
+    assert m["neg_test_iwae"] == -m["test_iwae"]
+    again = evaluate_model(model, guide, ds, test.x, eval_samples=200, seed=3)
+    assert (again["test_elbo"], again["test_iwae"]) == (m["test_elbo"], m["test_iwae"])
+
+
 def test_sample_model_is_seeded_and_has_the_noise():
     ds = get_dataset("circle")
     model = VAEModel(TrueDecoder(ds.f), 1, 2, ds.obs_noise_var())

@@ -68,7 +68,7 @@ def cmd_experiments(args: argparse.Namespace) -> int:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from pyro_vae import checks
     from pyro_vae.reproduce.experiments import checked_runs, load_experiment
-    from pyro_vae.reproduce.sweep import _label, run_sweep
+    from pyro_vae.reproduce.sweep import _label
 
     checks.output_dir("--out", args.out)
     if args.results is not None:
@@ -87,6 +87,16 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         except ValueError as err:
             raise ValueError(f"{experiment.source}: run {_label(cfg)}: {err}") from None
     folder = sweep_dir(args.out, experiment.name, args.quick, args.reduced)
+    from pyro_vae.runs.lock import exclusive
+
+    with exclusive(folder, "--out"):  # before any write: a second invocation on this folder stops here
+        return _reproduce(args, experiment, configs, folder)
+
+
+def _reproduce(args: argparse.Namespace, experiment, configs: list, folder: Path) -> int:
+    """``cmd_reproduce`` once its arguments are checked and the sweep folder is locked."""
+    from pyro_vae.reproduce.sweep import run_sweep
+
     atomic_write_text(folder / "experiment.toml", experiment.source.read_text())
     from pyro_vae.reproduce.results import publish_results, sweep_record
 

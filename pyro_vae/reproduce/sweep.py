@@ -22,6 +22,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 from tqdm.auto import tqdm
 
+from pyro_vae.runs.lock import exclusive
 from pyro_vae.runs.progress import stop_workers_on_interrupt
 from pyro_vae.runs.store import RunStore
 
@@ -158,6 +159,13 @@ def run_sweep(
     for cfg in configs:
         cfg.validate()
         resolved.append(_resolved(cfg))
+    with exclusive(runs_dir, "runs_dir"):  # a second sweep on this folder would train the same pending runs
+        return _run_locked(resolved, runs_dir, executor, workers, address, progress, execute, threads, group,
+                           max_group_restarts)
+
+
+def _run_locked(resolved, runs_dir, executor, workers, address, progress, execute, threads, group,
+                max_group_restarts) -> SweepResult:
     store = RunStore(runs_dir)
     store.settle(cfg.to_dict() for cfg in resolved)  # dead runs (stale, failed, ...) are replaced: one row per config
     todo = pending(resolved, store)

@@ -95,7 +95,21 @@ def _readonly(tmp):
     return {}
 
 
+def _busy(tmp):
+    """ok.toml, and its sweep folder locked as if another ``reproduce`` were running in it (until exit)."""
+    import atexit
+
+    from pyro_vae.runs.lock import exclusive
+
+    (tmp / "ok.toml").write_text(TOML_OK)
+    lock = exclusive(tmp / "out" / "bad", "--out")
+    lock.__enter__()
+    atexit.register(lock.__exit__, None, None, None)
+    return {}
+
+
 SETUPS = {
+    "busy": _busy,
     "file": _write("afile", "x"),
     "dir_csv": _mkdir("d.csv"),
     "empty": _mkdir("empty"),
@@ -253,6 +267,7 @@ CASES = [
     ("reproduce-executor", "reproduce 004_table2 --quick --executor slurm", ["--executor", "'slurm'"], None),
     ("reproduce-out-proc", "reproduce 004_table2 --quick --out /proc/rep", ["--out", "'/proc/rep'"], None),
     ("reproduce-device", "reproduce 004_table2 --quick --device tpu", ["--device 'tpu'"], None),
+    ("reproduce-busy-out", "reproduce ok.toml --out out --quiet", ["--out=", "a sweep is already running", "pid"], "busy"),
     ("report-missing", "report gone", ["'gone'", "does not exist"], None),
     ("report-not-a-sweep", "report empty", ["'empty'", "neither"], "empty"),
     ("report-corrupt-sweep-json", "report sweep", ["sweep.json", "not valid JSON"], "bad_sweep"),

@@ -169,5 +169,5 @@ def test_reproduce_killed_and_resumed_keeps_one_row_per_config(tmp_path, capsys)
     assert len({r.config_hash for r in records}) == 3  # one row per config
     kept = {r["run_id"]: r["metrics"] for r in after}
     assert all(kept.get(run_id) == metrics for run_id, metrics in finished.items())  # nothing finished lost
-    left = sorted(p.name for p in runs.iterdir() if p.name != "artefacts")  # shared artefacts are not runs
+    left = sorted(p.name for p in runs.iterdir() if p.name not in ("artefacts", ".sweep.lock"))  # not runs
     assert left == sorted([*kept, "index.sqlite"])  # no dead folder beside

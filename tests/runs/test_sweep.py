@@ -13,6 +13,7 @@ import pytest
 from pyro_vae.reproduce.experiments import load_experiment
 from pyro_vae.reproduce.report import build_rows, to_csv, to_markdown
 from pyro_vae.runs import RunStore
+from pyro_vae.runs.lock import FolderBusyError, exclusive
 from pyro_vae.reproduce.sweep import run_sweep, sweep_status
 
 TINY = textwrap.dedent(
@@ -145,6 +146,46 @@ def test_costly_groups_start_first(tiny, tmp_path):
     result = run_sweep(tiny.runs(), tmp_path / "runs", progress=False, execute=execute)
     assert result.ran == 6 and not result.failed
     assert order == [{("iwae", 3)}, {("iwae", 2)}, {("vae", None)}]
+
+
+def test_a_second_sweep_on_a_busy_folder_stops_before_any_work(tiny, tmp_path):
+    """While a sweep holds the folder, another one raises at once, naming the folder and its holder."""
+    runs_dir = tmp_path / "runs"
+    calls = []
+
+    def execute(cfgs, root, threads):
+        calls.append(cfgs)
+        return []
+
+    with exclusive(runs_dir, "runs_dir"):
+        with pytest.raises(FolderBusyError, match=rf"runs_dir='{runs_dir}': a sweep is already running .*pid {os.getpid()}"):
+            run_sweep(tiny.runs(), runs_dir, progress=False, execute=execute)
+    assert not calls and not (runs_dir / "index.sqlite").exists()
+    assert run_sweep(tiny.runs(), runs_dir, progress=False, execute=execute).ran == 6  # free again
+
+
+def test_the_sweep_lock_dies_with_its_holder(tmp_path):
+    """A holder killed by SIGKILL leaves no lock behind: the kernel drops flock locks with the process."""
+    script = textwrap.dedent(
+        f"""
+        import time
+        from pyro_vae.runs.lock import exclusive
+        with exclusive({str(tmp_path)!r}):
+            print("locked", flush=True)
+            time.sleep(60)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        with pytest.raises(FolderBusyError, match=f"pid {proc.pid} on "):
+            with exclusive(tmp_path):
+                pass
+    finally:
+        proc.kill()
+        proc.wait()
+    with exclusive(tmp_path):  # taken at once
+        pass
 
 
 def test_bad_sweep_arguments(tiny, tmp_path):

@@ -39,6 +39,8 @@ def exclusive(folder: str | Path, flag: str = "folder") -> Iterator[None]:
     ``flag`` names the argument that chose the folder (``--out``) in the error message.
     """
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{flag}={str(folder)!r}: exists and is not a folder")
     folder.mkdir(parents=True, exist_ok=True)
     if fcntl is None:
         yield

@@ -188,6 +188,13 @@ def test_the_sweep_lock_dies_with_its_holder(tmp_path):
         pass
 
 
+def test_a_sweep_into_a_file_names_it(tiny, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ValueError, match=r"runs_dir='.*afile': exists and is not a folder"):
+        run_sweep(tiny.runs(), tmp_path / "afile", progress=False)
+    assert (tmp_path / "afile").read_text() == "x"
+
+
 def test_bad_sweep_arguments(tiny, tmp_path):
     with pytest.raises(ValueError, match="executor='slurm'"):
         run_sweep(tiny.runs(), tmp_path / "r", executor="slurm")

@@ -280,7 +280,9 @@ def parse_experiment(data: dict, source: Path) -> Experiment:
         raise ValueError(f"{where}: train.{unknown[0]} is not a run setting; expected some of {sorted(fields_allowed)}")
     report = _typed(data, "report", dict, where, {})
     quick = _typed(data, "quick", dict, where, {})
-    _list_of(quick, "versions", int, where + " [quick]", [], low=0)
+    if "versions" in quick and not _list_of(quick, "versions", int, where + " [quick]", [], low=0):
+        raise ValueError(f"{where} [quick]: versions=[] would run nothing; list at least one version or leave it out "
+                         f"(default: the first of [data] versions)")
     quick_train = _typed(quick, "train", dict, where + " [quick]", {})
     unknown = sorted(set(quick_train) - fields_allowed)
     if unknown:

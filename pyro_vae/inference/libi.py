@@ -25,7 +25,7 @@ highest such value.
 
 Restarts are a batch dimension, as in :func:`pyro_vae.inference.train`: θ, ϕ and φ carry a
 leading dimension R and the loss sums the per-restart losses; a restart's penalties use only
-its own codes (the moments batched, the Henze-Zirkler statistic in a loop over restarts).
+its own codes (the moments and the Henze-Zirkler statistic batched over restarts).
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def step1_terms(
     mu_exponent = (mean**2).sum(-1) / eps_mu
     sigma, mu = guarded_exp(sigma_exponent), guarded_exp(mu_exponent)
     if eps_hz > 0:
-        hz_stat = torch.stack([henze_zirkler_torch(zr)[0] for zr in z])
+        hz_stat = henze_zirkler_torch(z)[0]  # (R,), one statistic per restart
         hz = eps_hz * guarded_exp(hz_stat)  # = ε_HZ · henze_zirkler_penalty(codes)
     else:
         hz_stat, hz = torch.zeros_like(mu), torch.zeros_like(mu)

@@ -29,6 +29,7 @@ from ._checks import ArrayLike, as_numpy_2d, as_tensor_2d, check_positive
 __all__ = ["HenzeZirkler", "henze_zirkler", "henze_zirkler_torch", "henze_zirkler_penalty"]
 
 _CHUNK = 1024
+_PAIR_BUDGET = 1 << 18  # float64 pair-matrix entries per batched block (2 MiB)
 
 
 class HenzeZirkler(NamedTuple):
@@ -120,44 +121,59 @@ def henze_zirkler_torch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Differentiable Henze-Zirkler statistic and p-value in float64 PyTorch.
 
     Same numbers as :func:`henze_zirkler`; gradients flow to ``x`` through both outputs.
-    Computed on ``x``'s device. A singular covariance (rank below ``p`` or a failed
-    Cholesky factorisation) gives the constant ``4n`` with a zero gradient.
+    Computed on ``x``'s device, without a host synchronisation. A singular covariance (rank
+    below ``p`` or a failed Cholesky factorisation) gives the constant ``4n`` with a zero
+    gradient.
 
     Parameters
     ----------
-    x : Tensor (n, p)
-        E.g. a batch of codes ``h(x_n)`` in LiBI (000 Eq. 44); ``n >= p + 2``.
+    x : Tensor (n, p) or (R, n, p)
+        E.g. a batch of codes ``h(x_n)`` in LiBI (000 Eq. 44); ``n >= p + 2``. A leading
+        dimension ``R`` holds independent batches (LiBI's restarts), tested one by one.
 
     Returns
     -------
     (Tensor, Tensor)
-        Scalar float64 statistic and p-value.
+        Float64 statistic and p-value: scalars, or ``(R,)`` for a batched ``x``.
 
     References
     ----------
     Henze & Zirkler (1990); 000 Eq. 43-44.
     """
-    x = as_tensor_2d("x", x, dtype=torch.float64)
-    n, p = x.shape
-    _check_points("x", n, p)
-    centred = x - x.mean(dim=0)
-    cov = centred.T @ centred / n
-    chol, info = torch.linalg.cholesky_ex(cov)
-    log_mean, log_sd = _lognormal_null(n, p)
-    if int(info) != 0 or int(torch.linalg.matrix_rank(cov.detach())) < p:
-        stat = x.sum() * 0.0 + 4.0 * n
+    batched = isinstance(x, torch.Tensor) and x.dim() == 3
+    if batched:
+        if x.shape[0] < 1 or x.shape[2] < 1:
+            raise ValueError(f"x must have at least one batch and one column; got shape {tuple(x.shape)}")
+        x = x.double()
     else:
-        b2 = _smoothing(n, p) ** 2
-        white = torch.linalg.solve_triangular(chol, centred.T, upper=False).T
-        d_j = (white**2).sum(dim=1)
-        d_jk = (d_j[:, None] + d_j[None, :] - 2.0 * white @ white.T).clamp_min(0.0)
-        stat = (
-            torch.exp(-b2 / 2 * d_jk).sum() / n
-            - 2 * (1 + b2) ** (-p / 2) * torch.exp(-b2 / (2 * (1 + b2)) * d_j).sum()
-            + n * (1 + 2 * b2) ** (-p / 2)
-        )
+        x = as_tensor_2d("x", x, dtype=torch.float64).unsqueeze(0)
+    n, p = x.shape[-2:]
+    _check_points("x", n, p)
+    centred = x - x.mean(dim=-2, keepdim=True)
+    cov = centred.transpose(-1, -2) @ centred / n
+    regular = (torch.linalg.cholesky_ex(cov.detach())[1] == 0) & (torch.linalg.matrix_rank(cov.detach()) == p)
+    # a singular batch is whitened by the identity: finite values and gradients, then discarded
+    eye = torch.eye(p, dtype=x.dtype, device=x.device)
+    chol = torch.linalg.cholesky(torch.where(regular[:, None, None], cov, eye))
+    log_mean, log_sd = _lognormal_null(n, p)
+    b2 = _smoothing(n, p) ** 2
+    white = torch.linalg.solve_triangular(chol, centred.transpose(-1, -2), upper=False).transpose(-1, -2)
+    d_j = (white**2).sum(dim=-1)
+    per_chunk = max(1, _PAIR_BUDGET // (n * n))  # restarts whose n × n pair matrices stay in cache
+    pair_sum = torch.cat([
+        (d_j[r : r + per_chunk, :, None] + d_j[r : r + per_chunk, None, :]
+         - 2.0 * white[r : r + per_chunk] @ white[r : r + per_chunk].transpose(-1, -2))
+        .clamp_min(0.0).mul(-b2 / 2).exp().sum((-2, -1))
+        for r in range(0, x.shape[0], per_chunk)
+    ])
+    stat = (
+        pair_sum / n
+        - 2 * (1 + b2) ** (-p / 2) * torch.exp(-b2 / (2 * (1 + b2)) * d_j).sum(-1)
+        + n * (1 + 2 * b2) ** (-p / 2)
+    )
+    stat = torch.where(regular, stat, x.sum((-2, -1)) * 0.0 + 4.0 * n)
     p_value = 0.5 * torch.special.erfc((torch.log(stat) - log_mean) / (log_sd * math.sqrt(2.0)))
-    return stat, p_value
+    return (stat, p_value) if batched else (stat[0], p_value[0])
 
 
 def henze_zirkler_penalty(x: torch.Tensor, max_exponent: float = 50.0) -> torch.Tensor:

@@ -121,3 +121,32 @@ def test_rejects_too_few_rows():
         henze_zirkler(np.zeros((4, 3)))
     with pytest.raises(ValueError, match="max_exponent must be"):
         henze_zirkler_penalty(torch.randn(10, 2), max_exponent=-1.0)
+
+
+@pytest.mark.parametrize("n, p", [(100, 1), (100, 2), (600, 2), (30, 4)])
+def test_batched_statistic_equals_one_call_per_batch(n, p):
+    # LiBI's step 1 tests each restart's codes in one call; (600, 2) spans several pair blocks.
+    # The statistic is bit-identical; batched and single matrix products may round the gradient's
+    # last float64 bit differently (seen at p = 1), which float32 codes do not see.
+    g = torch.Generator().manual_seed(n + p)
+    x = torch.randn(5, n, p, generator=g, dtype=torch.float64).requires_grad_(True)
+    stat, p_value = henze_zirkler_torch(x)
+    (grad,) = torch.autograd.grad(stat.sum(), x)
+    for r in range(5):
+        xr = x[r].detach().clone().requires_grad_(True)
+        stat_r, p_r = henze_zirkler_torch(xr)
+        assert torch.equal(stat[r], stat_r) and torch.equal(p_value[r], p_r)
+        assert_close(grad[r], torch.autograd.grad(stat_r, xr)[0], rtol=1e-12, atol=1e-14)
+
+
+def test_a_singular_batch_gives_4n_with_zero_gradient_and_leaves_the_others_alone():
+    g = torch.Generator().manual_seed(14)
+    x = torch.randn(3, 40, 2, generator=g, dtype=torch.float64)
+    x[1, :, 1] = 2 * x[1, :, 0]  # rank 1
+    x.requires_grad_(True)
+    stat, _ = henze_zirkler_torch(x)
+    (grad,) = torch.autograd.grad(stat.sum(), x)
+    assert float(stat[1]) == 160.0 and torch.equal(grad[1], torch.zeros_like(grad[1]))
+    assert torch.isfinite(grad).all()
+    for r in (0, 2):
+        assert torch.equal(stat[r], henze_zirkler_torch(x[r].detach())[0])

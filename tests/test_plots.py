@@ -247,6 +247,10 @@ def test_aggregate_posterior_panel_two_guides_two_dimensions():
         assert len(dots.get_offsets()) == 200 and len(ax.get_lines()) == 3  # prior's 1, 2, 3 sd circles
     m = (2.0 + 0.1 * x.mean(0)).tolist()  # the mixture's exact mean
     assert f"mean ({m[0]:.2f}, {m[1]:.2f})\nvar (0.05, 0.05)" in axes[1].texts[0].get_text()
+    # the shifted aggregate's distance from the prior (a lower bound on its KL), from its moments
+    shifted = aggregate_posterior(0.1 * x + 2.0, torch.full_like(x, 0.2), 200, 0)
+    assert f"KL(N(mean, cov) ‖ p(z)) = {shifted.prior_kl:.3f}" in axes[1].texts[0].get_text()
+    assert shifted.prior_kl > 3.0  # |mean|² / 2 ≈ 4 nats, and shrunken variances add more
 
 
 # ----------------------------------------------------------------------------- M2

@@ -20,6 +20,7 @@ class AggregatePosterior(NamedTuple):
     hz_statistic: float
     hz_p_value: float
     samples: np.ndarray  # (M, K), the draws the test used
+    prior_kl: float  # KL(N(mean, cov) || N(0, I)) <= KL(q(z) || p(z))
 
 
 def aggregate_posterior(
@@ -30,6 +31,11 @@ def aggregate_posterior(
     The moments are those of the mixture, exactly: mean ``mean_n loc_n`` and covariance
     ``Cov_n(loc_n) + mean_n diag(scale_n^2)`` (with the ``1/N`` covariance of the locs).
     A prior-matching aggregate has mean 0, covariance ``I`` and a non-small p-value.
+
+    ``prior_kl`` is ``KL(N(mean, cov) ‖ N(0, I)) = ½ (tr cov + |mean|² − K − log det cov)``, a
+    lower bound on ``KL(q(z) ‖ p(z))``: the prior's log-density is quadratic, so for the
+    moment-matched Gaussian ``q_G``, ``KL(q ‖ p) = KL(q ‖ q_G) + KL(q_G ‖ p)``. It sees what the
+    normality test cannot: a Gaussian ``q(z)`` with the wrong mean or covariance (000 Fig. 1F).
 
     Parameters
     ----------
@@ -45,7 +51,7 @@ def aggregate_posterior(
     Returns
     -------
     AggregatePosterior
-        ``(mean, cov, hz_statistic, hz_p_value, samples)``.
+        ``(mean, cov, hz_statistic, hz_p_value, samples, prior_kl)``.
 
     References
     ----------
@@ -72,4 +78,10 @@ def aggregate_posterior(
     centred = loc_a - mean
     cov = centred.T @ centred / n + np.diag((scale_a**2).mean(axis=0))
     hz = henze_zirkler(samples)
-    return AggregatePosterior(mean, cov, hz.statistic, hz.p_value, samples)
+    return AggregatePosterior(mean, cov, hz.statistic, hz.p_value, samples, _gaussian_prior_kl(mean, cov))
+
+
+def _gaussian_prior_kl(mean: np.ndarray, cov: np.ndarray) -> float:
+    """``KL(N(mean, cov) ‖ N(0, I))`` in nats."""
+    _, log_det = np.linalg.slogdet(cov)
+    return float(0.5 * (np.trace(cov) + mean @ mean - mean.size - log_det))

@@ -265,7 +265,8 @@ def aggregate_posterior_panel(guide, x: torch.Tensor, *, num_samples: int | None
     K = 1: a histogram with the N(0, 1) density; K ≥ 2: the draws' first two coordinates with
     the prior's 1-, 2- and 3-sd circles. The title gives the Henze-Zirkler p-value of the
     draws (:func:`pyro_vae.metrics.aggregate_posterior`; a small one says ``q(z)`` is not
-    Gaussian, hence not the prior) and the corner the mixture's exact mean and variances (a
+    Gaussian, hence not the prior) and the corner the mixture's exact mean, variances,
+    covariance and ``KL(N(mean, cov) ‖ N(0, I))``, a lower bound on ``KL(q(z) ‖ p(z))`` (a
     Gaussian ``q(z)`` can still differ from N(0, I) in these).
 
     Parameters
@@ -318,6 +319,9 @@ def aggregate_posterior_panel(guide, x: torch.Tensor, *, num_samples: int | None
         head = "" if name == "q(z)" and len(results) == 1 else f"{name}: "
         ax.set_title(f"{head}aggregate q(z) vs prior\nHenze-Zirkler normality p = {agg.hz_p_value:.3g}", fontsize=9)
         moments = f"mean {format_point(agg.mean[:2])}\nvar {format_point(np.diag(agg.cov)[:2])}"
+        if agg.cov.shape[0] >= 2:
+            moments += f"\ncov₁₂ {agg.cov[0, 1]:.2f}"
+        moments += f"\nKL(N(mean, cov) ‖ p(z)) = {agg.prior_kl:.3f}"
         ax.text(0.02, 0.98, moments, transform=ax.transAxes, fontsize=7, va="top", ha="left")
         ax.legend(fontsize=7, loc="upper right")
     return fig

@@ -1,8 +1,12 @@
 """ELBO-optimal noise variance (004 Eq. 9/31) and the aggregate posterior (000 Eq. 4)."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
+from scipy.integrate import quad
+from scipy.stats import norm
 from common import assert_close, assert_within_se
 
 from pyro_vae.metrics import aggregate_posterior, elbo_noise_var, optimal_noise_var
@@ -96,6 +100,25 @@ def test_bimodal_aggregate_fails_the_normality_test():
     agg = aggregate_posterior(loc, np.full((1000, 2), 0.3), seed=7)
     assert_close(agg.cov, np.diag([(loc[:, 0] ** 2).mean() - loc[:, 0].mean() ** 2 + 0.09, 0.09]), rtol=1e-12)
     assert agg.hz_p_value < 1e-6
+
+
+def test_prior_kl_is_the_closed_form_and_bounds_the_mixture_kl():
+    # q(z) = ½ N(−a, s²) + ½ N(a, s²) in 1-D: mean 0, variance a² + s²
+    s = 0.5
+    for a in (0.0, 0.8, 2.0):
+        agg = aggregate_posterior(np.array([[-a], [a], [-a], [a]]), np.full((4, 1), s), num_samples=10, seed=0)
+        v = a**2 + s**2
+        assert_close(agg.prior_kl, 0.5 * (v - 1.0 - math.log(v)), rtol=1e-12, atol=1e-15)
+        q = lambda z: 0.5 * (norm.pdf(z, -a, s) + norm.pdf(z, a, s))  # noqa: E731
+        exact = quad(lambda z: q(z) * (math.log(q(z)) - norm.logpdf(z)), -12, 12, limit=200)[0]
+        if a == 0.0:
+            assert_close(agg.prior_kl, exact, rtol=1e-7)  # a Gaussian q: the bound is tight
+        else:
+            assert agg.prior_kl < exact - 1e-3
+    prior = aggregate_posterior(np.zeros((10, 2)), np.ones((10, 2)))
+    assert prior.prior_kl == 0.0
+    shifted = aggregate_posterior(np.full((10, 2), 0.5), np.ones((10, 2)))
+    assert_close(shifted.prior_kl, 0.25, rtol=1e-12)  # ½ |mean|² with cov = I
 
 
 def test_aggregate_validates_input():

@@ -19,6 +19,15 @@ def test_henze_zirkler_torch_on_cuda_matches_cpu():
     assert_close(p, p_cpu, rtol=1e-6)
 
 
+def test_batched_henze_zirkler_on_cuda_matches_cpu_with_a_singular_batch():
+    x = torch.tensor(np.random.default_rng(1).standard_t(4, size=(3, 600, 2)))
+    x[1, :, 1] = 2 * x[1, :, 0]
+    stat_cpu, _ = henze_zirkler_torch(x)
+    stat, _ = henze_zirkler_torch(x.cuda())
+    assert stat.device.type == "cuda" and float(stat[1]) == 2400.0
+    assert_close(stat, stat_cpu, rtol=1e-9)
+
+
 def test_encoder_metrics_stay_on_cuda():
     loc, scale = torch.randn(300, 2, device="cuda"), torch.rand(300, 2, device="cuda") + 0.1
     assert mutual_info_gaussian_encoder(loc, scale, num_samples=2).device.type == "cuda"

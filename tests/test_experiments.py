@@ -3,7 +3,10 @@
 from pathlib import Path
 
 import pytest
+import torch
+from common import assert_close
 
+from pyro_vae.datasets import get_dataset
 from pyro_vae.reproduce.experiments import experiment_names, load_experiment
 from pyro_vae.reproduce.report import build_rows, columns, metric_noise, to_markdown
 from pyro_vae.reproduce.sweep import run_sweep
@@ -72,3 +75,21 @@ def test_quick_mode_runs_end_to_end_at_tiny_sizes(name, tmp_path):
     written = experiment_figures(exp, tmp_path, quick=True, overrides=overrides)
     if exp.datasets[0] not in UCI:  # the UCI tables have more than 2 columns: no panels
         assert written and all(p.read_bytes()[:4] == b"\x89PNG" for p in written)
+
+
+def test_the_true_mean_field_posteriors_of_a_linear_truth_aggregate_to_the_prior():
+    # 000 Figure 1E: the truth's aggregate posterior, beside the learned ones
+    from pyro_vae.metrics import aggregate_posterior
+    from pyro_vae.reproduce.figures import _true_mean_field
+
+    ds = get_dataset("linear_jte")
+    x = ds.splits(0).test.x
+    loc, scale = _true_mean_field(ds, x)
+    w = ds.chol  # x = W z + ε, ε ~ N(0, diag ψ)
+    precision = torch.eye(2, dtype=torch.float64) + w.T @ torch.diag(1 / ds.obs_noise_var(dtype=torch.float64)) @ w
+    assert_close(scale[0] ** 2, 1 / torch.diagonal(precision), rtol=1e-10)
+    assert_close(loc, torch.linalg.solve(precision, w.T @ torch.diag(1 / ds.obs_noise_var(dtype=torch.float64))
+                                         @ x.double().T).T, rtol=1e-8, atol=1e-10)
+    # the moments of N = 500 encodings scatter around the prior's: E[KL] ≈ (K + K(K+1)/2) / (2N) = 0.005
+    assert aggregate_posterior(loc, scale).prior_kl < 0.02
+    assert _true_mean_field(get_dataset("figure8"), get_dataset("figure8").splits(0).test.x) is None

@@ -253,6 +253,19 @@ def test_aggregate_posterior_panel_two_guides_two_dimensions():
     assert shifted.prior_kl > 3.0  # |mean|² / 2 ≈ 4 nats, and shrunken variances add more
 
 
+def test_aggregate_posterior_panel_takes_encodings_in_place_of_a_guide():
+    x = torch.randn(300, 2, generator=torch.Generator().manual_seed(4))
+    guide = _FixedGuide(0.1, 2.0, 0.2)
+    loc, scale = 0.1 * x + 2.0, torch.full_like(x, 0.2)
+    fig = plots.aggregate_posterior_panel({"guide": guide, "pair": (loc, scale)}, x, num_samples=200)
+    texts = [ax.texts[0].get_text() for ax in _panels(fig)]
+    assert texts[0] == texts[1]  # the same encodings, the same moments and KL
+    with pytest.raises(ValueError, match=r"guide\['pair'\]: loc .* must both be \(N, K\) with N = 300"):
+        plots.aggregate_posterior_panel({"pair": (loc[:10], scale[:10])}, x)
+    with pytest.raises(ValueError, match="a tuple must be \\(loc, scale\\)"):
+        plots.aggregate_posterior_panel({"a": guide, "pair": (loc,)}, x)
+
+
 # ----------------------------------------------------------------------------- M2
 def test_m2_panel_discrete_semicircle_true_f_and_cohorts():
     ds = get_dataset("discrete_semicircle")

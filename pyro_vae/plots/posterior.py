@@ -46,6 +46,16 @@ def _guide_normal(guide, x: torch.Tensor, name: str = "guide") -> tuple[np.ndarr
     return q
 
 
+def _encodings(pair: tuple, x: torch.Tensor, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A ``(loc, scale)`` pair given in place of a guide, checked against ``x``."""
+    if len(pair) != 2:
+        raise ValueError(f"{name}: a tuple must be (loc, scale); got {len(pair)} items")
+    loc, scale = (np.asarray(torch.as_tensor(v).detach().cpu(), dtype=np.float64) for v in pair)
+    if loc.ndim != 2 or loc.shape != scale.shape or loc.shape[0] != x.shape[0]:
+        raise ValueError(f"{name}: loc {loc.shape} and scale {scale.shape} must both be (N, K) with N = {x.shape[0]}")
+    return loc, scale
+
+
 def _q_dtype(q) -> torch.dtype:
     for value in vars(q).values():
         if isinstance(value, torch.Tensor) and value.is_floating_point():
@@ -273,7 +283,9 @@ def aggregate_posterior_panel(guide, x: torch.Tensor, *, num_samples: int | None
     ----------
     guide : guide or dict of str to guide
         Unbatched diagonal-Normal guide(s) (Pyro programs); a dict gives one column per guide
-        (e.g. ``{"true (φ_GT)": ..., "learned": ...}`` for 000 Figure 1E/F).
+        (e.g. ``{"true (φ_GT)": ..., "learned": ...}`` for 000 Figure 1E/F). A dict value may
+        also be a ``(loc, scale)`` pair of arrays (N, K): the encodings of ``x`` themselves
+        (e.g. the true model's best mean-field posteriors, for 000 Figure 1E).
     x : Tensor (N, D)
         The data whose encodings are pooled.
     num_samples, seed :
@@ -296,7 +308,11 @@ def aggregate_posterior_panel(guide, x: torch.Tensor, *, num_samples: int | None
         raise ValueError("guide: expected a guide or a non-empty dict of guides")
     results = {}
     for name, g in guides.items():
-        loc, scale = _guide_normal(g, x, "guide" if len(guides) == 1 else f"guide[{name!r}]")
+        label = f"guide[{name!r}]" if isinstance(guide, Mapping) else "guide"
+        if isinstance(g, tuple):
+            loc, scale = _encodings(g, x, label)
+        else:
+            loc, scale = _guide_normal(g, x, label)
         results[name] = aggregate_posterior(loc, scale, num_samples, seed)
     fig, axes = new_figure(1, len(results), width=3.8, height=3.6)
     for ax, (name, agg) in zip(axes[0], results.items()):
@@ -322,6 +338,7 @@ def aggregate_posterior_panel(guide, x: torch.Tensor, *, num_samples: int | None
         if agg.cov.shape[0] >= 2:
             moments += f"\ncov₁₂ {agg.cov[0, 1]:.2f}"
         moments += f"\nKL(N(mean, cov) ‖ p(z)) = {agg.prior_kl:.3f}"
-        ax.text(0.02, 0.98, moments, transform=ax.transAxes, fontsize=7, va="top", ha="left")
+        ax.text(0.02, 0.98, moments, transform=ax.transAxes, fontsize=7, va="top", ha="left",
+                bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1.5})
         ax.legend(fontsize=7, loc="upper right")
     return fig

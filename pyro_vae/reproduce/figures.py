@@ -97,6 +97,24 @@ def experiment_figures(experiment, folder: str | Path, *, quick: bool = False, o
             if model.latent_dim <= 2 and diagonal_normal(guide_distribution(guide, x_test[:2])) is not None
         }
         if guides:
+            truth = _true_mean_field(ds, x_test)
+            if truth is not None and all(model.latent_dim == ds.latent_dim for _, model, _ in trained.values()):
+                guides = {"truth (θ_GT, φ_GT)": truth, **guides}
             fig = aggregate_posterior_panel(guides, x_test)
             written.append(save_png(fig, folder / "figures" / f"{dataset_name}_aggregate_posterior.png"))
     return written
+
+
+def _true_mean_field(ds, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(loc, scale)`` of the true model's best mean-field posteriors on ``x`` (φ_GT of 000 Fig. 1E):
+    the exact posterior means and ``1 / (Σ⁻¹)_ii`` variances (000 Eqs. 23-24); None unless the truth
+    is linear-Gaussian."""
+    from pyro_vae.metrics import linear_gaussian as lg
+
+    try:
+        params = lg.linear_gaussian_params(ds)
+    except (ValueError, AttributeError, NotImplementedError):
+        return None
+    post = lg.posterior(params, x.double())
+    scale = lg.mean_field_optimum(post.cov).sqrt()
+    return post.mean, scale.expand_as(post.mean)

@@ -80,6 +80,9 @@ def test_report_results_on_a_tiny_quick_sweep_writes_the_committed_columns(tmp_p
     assert main(["report", str(out / "tiny-quick"), "--results", str(dest), "--no-figures"]) == 0
     prov = json.loads((dest / "provenance.json").read_text())
     assert PROVENANCE_KEYS <= set(prov) and prov["protocol"] == "reduced" and prov["runs"]["finished"] == 1
+    [run] = [json.loads(p.read_text()) for p in (out / "tiny-quick" / "runs").glob("*/metrics.json")]
+    assert prov["run_seconds"] == {"train": round(run["train_seconds"], 1), "evaluate": round(run["eval_seconds"], 1)}
+    assert prov["run_seconds"]["train"] > 0 and "report_commit" in prov
     with open(dest / "report.csv") as f:
         assert next(csv.reader(f)) == CSV_HEADER
     noise = (dest / "report.md").read_text().split("## Metric noise", 1)[1]  # the metric's own SE beside the spread

@@ -1,9 +1,11 @@
 """Committed results: a sweep's report, panels and provenance copied into ``experiments/results/NAME``.
 
 ``publish_results(sweep_folder, dest)`` writes ``report.md``, ``report.csv``, the figure
-panels (PNG) and ``provenance.json``: the exact command, the project commit, package
-versions, the machine, the sweep's wall time, the number of runs (finished, failed) and the
-protocol reductions (none when the paper's protocol was run). The run store itself stays out.
+panels (PNG) and ``provenance.json``: the exact command, the project commit (of the sweep and
+of the code that wrote the report), package versions, the machine, the sweep's wall time (of
+its last invocation) and its runs' summed training and evaluation seconds, the number of runs
+(finished, failed) and the protocol reductions (none when the paper's protocol was run). The
+run store itself stays out.
 """
 
 from __future__ import annotations
@@ -69,15 +71,21 @@ def publish_results(sweep_folder: str | Path, dest: str | Path, *, command: str 
     store = RunStore(folder / "runs")
     records = store.list() if (folder / "runs" / "index.sqlite").is_file() else []
     statuses: dict[str, int] = {}
+    seconds = {"train": 0.0, "evaluate": 0.0}
     for r in records:
         statuses[r.status] = statuses.get(r.status, 0) + 1
+        for key, field in (("train", "train_seconds"), ("evaluate", "eval_seconds")):
+            value = (r.metrics or {}).get(field) if r.status == "finished" else None
+            seconds[key] += value if isinstance(value, (int, float)) else 0.0
     record = {
         "experiment": sweep.get("experiment"),
         "command": command or sweep.get("command"),
-        "commit": sweep.get("commit") or project_commit(),
+        "commit": sweep.get("commit") or project_commit(),  # of the sweep's last invocation
+        "report_commit": project_commit(),  # the code that wrote the report and panels (`report` redraws them)
         "packages": package_versions(),
         "machine": sweep.get("machine") or machine(),
-        "wall_seconds": sweep.get("wall_seconds"),
+        "wall_seconds": sweep.get("wall_seconds"),  # of the last invocation: a resumed sweep's skips cost nothing
+        "run_seconds": {key: round(value, 1) for key, value in seconds.items()},  # summed over finished runs
         "runs": {"configs": sweep.get("configs"), **statuses},
         "protocol": "reduced" if protocol_reductions(sweep) else "paper",
         "reductions": protocol_reductions(sweep),

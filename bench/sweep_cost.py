@@ -13,8 +13,9 @@ Prints (with the machine's load average beside every figure):
    process, as a ratio; then the sweep's path with ``--slice-workers`` workers (the wall time
    a user sees). ``--skip-per-run`` times only that. Both paths use this tree's
    evaluation code.
-3. **Steps**: the per-restart ELBO step in a group of 50 restarts against a hand-written
-   single-run PyTorch step, and the FLOP floor: the slice's training FLOPs over the rate that
+3. **Steps**: the per-restart ELBO step in groups of 10, 50 and 100 restarts against a
+   hand-written single-run PyTorch step, the cost of one more restart (the limit batching alone
+   tends to), and the FLOP floor: the slice's training FLOPs over the rate that
    torch's batched matmul reaches on these shapes in the same run.
 4. **LIN's grid in one group** (``--lin-grid``): LIN's 2 × 2 grid of (T, R) over ``--versions``
    data versions trained as one group per grid point (as before T and R could differ inside a
@@ -162,11 +163,15 @@ def steps(args) -> None:
     with unregistered():
         single = pair(None)
         base = ms(lambda: hand_written(*single))
-        figures = {r: ms(lambda: ours(*pair_r), 30) / r for r, pair_r in ((10, pair(10)), (50, pair(50)))}
+        figures = {r: ms(lambda: ours(*pair_r), max(5, 300 // r)) / r for r, pair_r in ((10, pair(10)), (50, pair(50)), (100, pair(100)))}
         iwae = ms(lambda p=pair(10): ours(*p, particles=20, kind="iwae"), 10)
     print(f"  hand-written single-run ELBO step      {base:7.3f} ms   ({load()})")
     for r, per in figures.items():
         print(f"  ours, per restart in a group of {r:<3d}     {per:7.3f} ms   = {per / base:.2f}x hand-written")
+    # the cost of one more restart (the slope from R = 50 to 100): what batching alone tends to as R grows
+    marginal = (figures[100] * 100 - figures[50] * 50) / 50
+    print(f"  one more restart (R = 50 -> 100)       {marginal:7.3f} ms   = {marginal / base:.2f}x hand-written "
+          f"(the limit of batching alone)")
     # FLOPs: forward 2·Σ in·out per point and network, backward ≈ 2× forward
     enc = 2 * (2 * 50 + 50 * 50 + 50 * 50 + 50 * 2)
     dec = 2 * (1 * 50 + 50 * 50 + 50 * 50 + 50 * 2)

@@ -140,6 +140,10 @@ def henze_zirkler_torch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     ----------
     Henze & Zirkler (1990); 000 Eq. 43-44.
     """
+    if not isinstance(x, torch.Tensor) and np.ndim(x) == 3:
+        x = torch.tensor(np.asarray(x, dtype=np.float64))
+    if isinstance(x, torch.Tensor) and x.dim() > 3:
+        raise ValueError(f"x must have shape (n,), (n, p) or (R, n, p); got {tuple(x.shape)}")
     batched = isinstance(x, torch.Tensor) and x.dim() == 3
     if batched:
         if x.shape[0] < 1 or x.shape[2] < 1:

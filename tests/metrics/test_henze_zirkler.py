@@ -139,6 +139,16 @@ def test_batched_statistic_equals_one_call_per_batch(n, p):
         assert_close(grad[r], torch.autograd.grad(stat_r, xr)[0], rtol=1e-12, atol=1e-14)
 
 
+def test_batched_input_may_be_an_array_and_bad_shapes_are_named():
+    x = np.random.default_rng(15).normal(size=(2, 30, 2))
+    stat, _ = henze_zirkler_torch(x)
+    assert stat.shape == (2,) and float(stat[1]) == float(henze_zirkler_torch(x[1])[0])
+    with pytest.raises(ValueError, match=r"at least p \+ 2 = 4 rows for 2 columns; got 3"):
+        henze_zirkler_torch(torch.zeros(2, 3, 2))
+    with pytest.raises(ValueError, match=r"x must have shape \(n,\), \(n, p\) or \(R, n, p\); got \(2, 2, 3, 2\)"):
+        henze_zirkler_torch(torch.zeros(2, 2, 3, 2))
+
+
 def test_a_singular_batch_gives_4n_with_zero_gradient_and_leaves_the_others_alone():
     g = torch.Generator().manual_seed(14)
     x = torch.randn(3, 40, 2, generator=g, dtype=torch.float64)

@@ -7,6 +7,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ._checks import ArrayLike, as_numpy_2d, check_int
+from .linear_gaussian import gaussian_kl
 from .normality import henze_zirkler
 
 __all__ = ["AggregatePosterior", "aggregate_posterior"]
@@ -78,10 +79,5 @@ def aggregate_posterior(
     centred = loc_a - mean
     cov = centred.T @ centred / n + np.diag((scale_a**2).mean(axis=0))
     hz = henze_zirkler(samples)
-    return AggregatePosterior(mean, cov, hz.statistic, hz.p_value, samples, _gaussian_prior_kl(mean, cov))
-
-
-def _gaussian_prior_kl(mean: np.ndarray, cov: np.ndarray) -> float:
-    """``KL(N(mean, cov) ‖ N(0, I))`` in nats."""
-    _, log_det = np.linalg.slogdet(cov)
-    return float(0.5 * (np.trace(cov) + mean @ mean - mean.size - log_det))
+    prior_kl = float(gaussian_kl(mean, cov, np.zeros(k), np.eye(k)))
+    return AggregatePosterior(mean, cov, hz.statistic, hz.p_value, samples, prior_kl)

@@ -77,11 +77,12 @@ def publish_results(sweep_folder: str | Path, dest: str | Path, *, command: str 
         for key, field in (("train", "train_seconds"), ("evaluate", "eval_seconds")):
             value = (r.metrics or {}).get(field) if r.status == "finished" else None
             seconds[key] += value if isinstance(value, (int, float)) else 0.0
+    here = project_commit()
     record = {
         "experiment": sweep.get("experiment"),
         "command": command or sweep.get("command"),
-        "commit": sweep.get("commit") or project_commit(),  # of the sweep's last invocation
-        "report_commit": project_commit(),  # the code that wrote the report and panels (`report` redraws them)
+        "commit": sweep.get("commit") or here,  # of the sweep's last invocation
+        "report_commit": here,  # the code that wrote the report and panels (`report` redraws them)
         "packages": package_versions(),
         "machine": sweep.get("machine") or machine(),
         "wall_seconds": sweep.get("wall_seconds"),  # of the last invocation: a resumed sweep's skips cost nothing
